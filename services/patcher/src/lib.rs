@@ -1,0 +1,38 @@
+//! The patcher: candidate fixes as unified diffs (fix templates per fault class, partial and full
+//! reverts of the culprit commit, mutations, and an optional LLM provider).
+//!
+//! The library exposes [`run`]; the binary in `main.rs` only loads configuration and calls it.
+
+mod config;
+mod error;
+mod grpc;
+
+pub use config::{Config, DEFAULT_GRPC_PORT};
+pub use error::Error;
+
+use selfheal_proto::v1::patcher_server::PatcherServer;
+use selfheal_service::{Listeners, ServiceHost};
+use tokio_util::sync::CancellationToken;
+
+/// The component name used in logs, spans and metrics.
+pub const COMPONENT: &str = "patcher";
+
+/// Serves the patcher service on `listeners` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let host = ServiceHost::new(COMPONENT, selfheal_proto::service_names::PATCHER)?;
+    host.readiness().set_serving().await;
+    let service = PatcherServer::new(grpc::PatcherApi);
+    host.serve(
+        service,
+        axum::Router::new(),
+        listeners,
+        shutdown,
+        config.server.shutdown_grace,
+    )
+    .await?;
+    Ok(())
+}

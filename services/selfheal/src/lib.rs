@@ -1,0 +1,8 @@
+//! The `selfheal` command: runs the whole mesh in one process (`selfheal up`) and is the
+//! client for people (`selfheal status`).
+//!
+//! In one process every service still listens on its own port and reaches the others over
+//! real gRPC, exactly as in the compose stack: one code path.
+
+pub mod mesh;
+pub mod status;

@@ -1,0 +1,226 @@
+//! `selfheal`: run the mesh, and talk to it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use selfheal::mesh::{MeshOptions, RunningMesh};
+use selfheal_service::{EX_CONFIG, ProcessEnv};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "selfheal",
+    version,
+    about = "Self-healing for production services: detect, analyse, fix, prove safe, canary, verify, explain.",
+    long_about = "selfheal watches running services; when one starts failing it finds the root cause and the \
+faulty line, writes a fix, proves it safe in a sandbox, ships it as a canary with automatic rollback, \
+verifies recovery, and records every decision in a tamper-evident audit trail.\n\n\
+`selfheal up` runs all seven services in this process, each on its own port, talking real gRPC."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run all seven services in this process on loopback ports, until Ctrl-C.
+    #[command(
+        after_help = "Ports: orchestrator 50051, detector 50052, rca 50053, patcher 50054, \
+safety-gate 50055, deployer 50056, audit 50057; each service's /metrics and /healthz on its port + 10.\n\
+Settings: one TOML file with a table per service ([detector.server] …), SELFHEAL_<SERVICE>__<KEY> \
+environment variables (SELFHEAL_DETECTOR__SERVER__SHUTDOWN_GRACE=5s), then --set."
+    )]
+    Up {
+        /// TOML file with one table per service.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address every service binds.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        /// gRPC port of the orchestrator; the others follow (0 picks free ports).
+        #[arg(long, default_value_t = 50051)]
+        base_port: u16,
+        /// Override a setting of one service, e.g. `--set audit.server.shutdown_grace=3s`.
+        #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
+        set: Vec<String>,
+        /// Print where each service would listen and exit.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the health of every service of a running mesh.
+    Status {
+        /// gRPC address of the orchestrator.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50051",
+            env = "SELFHEAL_ORCHESTRATOR"
+        )]
+        orchestrator: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Deadline for the whole check.
+        #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+        timeout: Duration,
+    },
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| error.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("selfheal: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up {
+                config,
+                host,
+                base_port,
+                set,
+                dry_run,
+            } => up(config, host, base_port, set, dry_run).await,
+            Command::Status {
+                orchestrator,
+                json,
+                timeout,
+            } => status(&orchestrator, json, timeout).await,
+        }
+    })
+}
+
+async fn up(
+    config: Option<PathBuf>,
+    host: IpAddr,
+    base_port: u16,
+    set: Vec<String>,
+    dry_run: bool,
+) -> ExitCode {
+    let _telemetry = match selfheal_telemetry::init(&selfheal_telemetry::TelemetryConfig::from_env(
+        "selfheal",
+    )) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("selfheal: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = MeshOptions {
+        host,
+        base_port,
+        config_file: config.as_deref(),
+        overrides: set,
+        env: &ProcessEnv,
+    };
+    let mut mesh = match selfheal::mesh::start(options).await {
+        Ok(mesh) => mesh,
+        Err(error @ selfheal::mesh::MeshError::Config(_)) => {
+            eprintln!("selfheal up: {error}");
+            return ExitCode::from(EX_CONFIG as u8);
+        }
+        Err(error) => {
+            eprintln!(
+                "selfheal up: {error}\nhint: another selfheal may be running; try --base-port or `selfheal status`"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    print_endpoints(&mesh);
+    if dry_run {
+        return stop(mesh).await;
+    }
+    println!("all seven services are up; Ctrl-C stops them");
+    tokio::select! {
+        () = selfheal_service::ctrl_c_or_sigterm() => {
+            println!("stopping…");
+            stop(mesh).await
+        }
+        result = mesh.any_stopped() => {
+            if let Err(error) = result {
+                eprintln!("selfheal up: {error}");
+            }
+            let _ = stop(mesh).await;
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop(mesh: RunningMesh) -> ExitCode {
+    match mesh.stop().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("selfheal up: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_endpoints(mesh: &RunningMesh) {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["service", "gRPC", "metrics", "health"]);
+    for endpoint in mesh.endpoints() {
+        table.add_row([
+            endpoint.service.to_owned(),
+            endpoint.grpc_addr.to_string(),
+            format!("http://{}/metrics", endpoint.http_addr),
+            format!("http://{}/healthz", endpoint.http_addr),
+        ]);
+    }
+    println!("{table}");
+}
+
+async fn status(orchestrator: &str, json: bool, timeout: Duration) -> ExitCode {
+    let rows = match selfheal::status::mesh_status(orchestrator, timeout).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            eprintln!("selfheal status: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let healthy = rows.iter().all(|row| row.status == "SERVING");
+    if json {
+        match serde_json::to_string_pretty(&rows) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("selfheal status: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut table = Table::new();
+        table
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_header(["service", "address", "status", "latency", "error"]);
+        for row in &rows {
+            table.add_row([
+                row.service.clone(),
+                row.address.clone(),
+                row.status.to_owned(),
+                format!("{:.1} ms", row.latency_ms),
+                row.error.clone(),
+            ]);
+        }
+        println!("{table}");
+    }
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
