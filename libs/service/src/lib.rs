@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod host;
 pub mod shutdown;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use binary::{ServiceConfig, service_main};
 pub use cli::{ConfigArgs, EX_CONFIG, load_or_exit};

@@ -76,11 +76,13 @@ async fn probe(peer: &Peer, timeout: Duration) -> PeerHealth {
         service: String::new(),
     });
     request.set_timeout(timeout);
-    match client.check(request).await {
-        Ok(response) => match response.into_inner().status() {
+    // The deadline also covers connecting, which `grpc-timeout` alone does not bound.
+    match tokio::time::timeout(timeout, client.check(request)).await {
+        Ok(Ok(response)) => match response.into_inner().status() {
             HealthStatus::Serving => PeerHealth::Serving,
             _ => PeerHealth::NotServing,
         },
-        Err(status) => PeerHealth::Unreachable(status.message().to_owned()),
+        Ok(Err(status)) => PeerHealth::Unreachable(status.message().to_owned()),
+        Err(_) => PeerHealth::Unreachable(format!("no answer within {timeout:?}")),
     }
 }
