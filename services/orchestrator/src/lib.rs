@@ -7,6 +7,7 @@
 mod config;
 mod error;
 mod grpc;
+pub mod lock;
 mod mesh;
 
 pub use config::{Config, DEFAULT_GRPC_PORT, Peers};
