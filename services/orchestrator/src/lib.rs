@@ -9,6 +9,7 @@ mod error;
 mod grpc;
 pub mod lock;
 mod mesh;
+pub mod saga;
 
 pub use config::{Config, DEFAULT_GRPC_PORT, Peers};
 pub use error::Error;
