@@ -18,6 +18,7 @@ use crate::chain::{
 };
 use crate::error::Error;
 use crate::log::AuditLog;
+use crate::metrics::AuditMetrics;
 use crate::store::{Durability, RecordFilter};
 
 /// Most records one Append may carry.
@@ -31,11 +32,16 @@ pub(crate) const MAX_QUERY_LIMIT: usize = 10_000;
 pub(crate) struct AuditApi {
     log: AuditLog,
     payload_limit: usize,
+    metrics: AuditMetrics,
 }
 
 impl AuditApi {
-    pub(crate) fn new(log: AuditLog, payload_limit: usize) -> Self {
-        Self { log, payload_limit }
+    pub(crate) fn new(log: AuditLog, payload_limit: usize, metrics: AuditMetrics) -> Self {
+        Self {
+            log,
+            payload_limit,
+            metrics,
+        }
     }
 }
 
@@ -69,6 +75,16 @@ impl Audit for AuditApi {
             .map(|(index, record)| new_record_from_proto(index, record, self.payload_limit))
             .collect::<Result<Vec<_>, Error>>()?;
         let appended = self.log.append(records).await.map_err(Error::from)?;
+        let durability = match appended.durability {
+            Durability::Stored => "stored",
+            Durability::Spooled => "spooled",
+        };
+        self.metrics.appended(
+            durability,
+            appended.records.len(),
+            self.log.head().sequence,
+            self.log.spooled(),
+        );
         Ok(Response::new(pb::AppendResponse {
             records: appended.records.iter().map(record_to_proto).collect(),
             durability: match appended.durability {
@@ -117,6 +133,17 @@ impl Audit for AuditApi {
         _request: Request<pb::VerifyChainRequest>,
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
         let report = self.log.verify().await.map_err(Error::from)?;
+        self.metrics.verified(report.is_ok());
+        self.metrics
+            .observe(self.log.head().sequence, self.log.spooled());
+        if let Some(broken) = &report.broken {
+            tracing::error!(
+                sequence = broken.sequence,
+                reason = broken.reason.label(),
+                detail = %broken.detail,
+                "audit chain verification failed"
+            );
+        }
         Ok(Response::new(verify_report_to_proto(&report)))
     }
 

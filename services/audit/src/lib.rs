@@ -14,6 +14,7 @@ mod config;
 mod error;
 mod grpc;
 pub mod log;
+mod metrics;
 pub mod report;
 pub mod store;
 
@@ -48,6 +49,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let host = ServiceHost::new(COMPONENT, selfheal_proto::service_names::AUDIT)?;
+    let metrics = metrics::AuditMetrics::register(host.registry())
+        .map_err(|error| Error::Serve(selfheal_service::ServeError::Metrics(error)))?;
     let signer = load_signer(&config)?;
     // Replay outlives the gRPC server so that appends during the grace period still drain.
     let replay_shutdown = CancellationToken::new();
@@ -88,8 +91,12 @@ pub async fn run(
         }
     };
     host.readiness().set_serving().await;
-    let service = AuditServer::new(grpc::AuditApi::new(log.clone(), config.payload_limit))
-        .max_decoding_message_size(8 * 1024 * 1024);
+    let service = AuditServer::new(grpc::AuditApi::new(
+        log.clone(),
+        config.payload_limit,
+        metrics,
+    ))
+    .max_decoding_message_size(8 * 1024 * 1024);
     let served = host
         .serve(
             service,

@@ -8,13 +8,14 @@
 //! [`AuditLog::shutdown`], writing a last checkpoint over whatever is unsigned.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::chain::checkpoint::CheckpointSigner;
-use crate::chain::verify::{Verifier, VerifyReport};
+use crate::chain::verify::{BreakReason, ChainBreak, Verifier, VerifyReport};
 use crate::chain::{ChainHead, EncodeError, NewRecord, Record, RecordKind, RecordTime};
 use crate::store::{AuditStore, Durability, RecordFilter, StoreError};
 
@@ -85,6 +86,8 @@ pub struct AuditLog {
     signer: CheckpointSigner,
     settings: LogSettings,
     written: Arc<Mutex<ChainHead>>,
+    /// The highest sequence the writer has handed to the store (written or being written).
+    ceiling: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -110,6 +113,7 @@ impl AuditLog {
         let since_checkpoint =
             unsigned_tail(store.as_ref(), &head, settings.checkpoint_interval).await?;
         let written = Arc::new(Mutex::new(head.clone()));
+        let ceiling = Arc::new(AtomicU64::new(head.sequence));
         let (commands, receiver) = mpsc::channel(1024);
         let mut writer = Writer {
             store: Arc::clone(&store),
@@ -119,6 +123,7 @@ impl AuditLog {
             since_checkpoint,
             recent: HashMap::new(),
             written: Arc::clone(&written),
+            ceiling: Arc::clone(&ceiling),
         };
         if since_checkpoint > 0 && since_checkpoint >= writer.interval {
             writer.checkpoint().await;
@@ -131,6 +136,7 @@ impl AuditLog {
                 signer,
                 settings,
                 written,
+                ceiling,
             },
             task,
         ))
@@ -222,6 +228,18 @@ impl AuditLog {
         }
         let mut report = verifier.finish();
         report.spooled = self.store.spooled();
+        let ceiling = self.ceiling.load(Ordering::Acquire);
+        if report.broken.is_none() && report.head.sequence > ceiling {
+            let sequence = ceiling + 1;
+            report.broken = Some(ChainBreak {
+                sequence,
+                reason: BreakReason::HashMismatch,
+                detail: format!(
+                    "the store holds records up to {} but this service wrote only up to {ceiling}: record {sequence} on was not written by it",
+                    report.head.sequence
+                ),
+            });
+        }
         Ok(report)
     }
 
@@ -264,6 +282,7 @@ struct Writer {
     since_checkpoint: u64,
     recent: HashMap<String, Record>,
     written: Arc<Mutex<ChainHead>>,
+    ceiling: Arc<AtomicU64>,
 }
 
 struct Job {
@@ -324,7 +343,10 @@ impl Writer {
             .signer
             .checkpoint(&head, self.interval.max(self.since_checkpoint));
         let result = match head.seal(new, RecordTime::now()) {
-            Ok(record) => self.store.append(&[record]).await.map_err(LogError::from),
+            Ok(record) => {
+                self.ceiling.fetch_max(record.sequence, Ordering::AcqRel);
+                self.store.append(&[record]).await.map_err(LogError::from)
+            }
             Err(error) => Err(error.into()),
         };
         match result {
@@ -354,6 +376,7 @@ impl Writer {
                 Durability::Stored
             }
         } else {
+            self.ceiling.fetch_max(head.sequence, Ordering::AcqRel);
             match self.store.append(&sealed).await {
                 Ok(durability) => durability,
                 Err(error) => {
@@ -461,6 +484,7 @@ impl Writer {
                     );
                 }
                 self.head = ChainHead::of(&record);
+                self.ceiling.fetch_max(record.sequence, Ordering::AcqRel);
                 if let Ok(since) =
                     unsigned_tail(self.store.as_ref(), &self.head, self.interval).await
                 {

@@ -8,7 +8,7 @@ use prost_types::value::Kind;
 use selfheal_audit::{Config, Error, record_from_proto, render_decision_report};
 use selfheal_proto::v1 as pb;
 use selfheal_proto::v1::audit_client::AuditClient;
-use selfheal_service::testkit::{ServiceUnderTest, wait_serving};
+use selfheal_service::testkit::{ServiceUnderTest, scrape_metrics, wait_serving};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -206,6 +206,20 @@ async fn appends_then_queries_verifies_and_lists_decisions() {
     let text = render_decision_report(&domain);
     assert!(text.contains("██████░░░░ 0.60"), "{text}");
     assert!(text.contains("Confidence: high (0.90)"), "{text}");
+
+    let scrape = scrape_metrics(service.http_addr).await;
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|sample| sample.metric == name)
+            .map(|sample| match sample.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(value("audit_records_appended_total"), Some(4.0));
+    assert_eq!(value("audit_head_sequence"), Some(4.0));
     service.stop().await.expect("clean shutdown");
 }
 

@@ -59,6 +59,13 @@ fn altered(record: &Record, recompute_hash: bool) -> Record {
     record
 }
 
+/// A well-formed record chained onto `last`, as someone with write access could add it.
+fn appended_after(last: &Record) -> Record {
+    let mut head = ChainHead::of(last);
+    head.seal(common::step("saga-t", "inc-t", 1000), last.time)
+        .unwrap()
+}
+
 /// The same chain content re-sealed and re-signed with another key.
 fn forged(all: &[Record]) -> Vec<Record> {
     let forger = CheckpointSigner::generate().unwrap();
@@ -144,6 +151,16 @@ mod elasticsearch {
         raw.delete(27).await;
         let report = log.verify().await.unwrap();
         assert_eq!(broken_at(&report), (27, BreakReason::Gap));
+        common::delete_index(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_well_formed_document_added_after_the_head_is_caught() {
+        let (store, log, all, raw) = chain().await;
+        let extra = appended_after(&all[26]);
+        raw.put(28, &extra.to_canonical_json().unwrap()).await;
+        let report = log.verify().await.unwrap();
+        assert_eq!(broken_at(&report), (28, BreakReason::HashMismatch));
         common::delete_index(&store).await;
     }
 
@@ -238,6 +255,18 @@ mod file {
         assert_eq!(
             broken_at(&log.verify().await.unwrap()),
             (21, BreakReason::Gap)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_well_formed_line_added_after_the_head_is_caught() {
+        let (dir, log, all) = chain().await;
+        let mut content = lines(&all);
+        content.push(appended_after(&all[26]).to_canonical_json().unwrap());
+        rewrite(&dir, content);
+        assert_eq!(
+            broken_at(&log.verify().await.unwrap()),
+            (28, BreakReason::HashMismatch)
         );
     }
 
