@@ -77,6 +77,9 @@ pub struct DetectionConfig {
     /// The sliding window every signal is computed over.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// The (longer) window memory growth is judged over; at least `window`.
+    #[serde(with = "humantime_serde")]
+    pub memory_window: Duration,
     /// Fewer requests than this in the window give no error-rate or latency value.
     pub min_requests: u64,
     /// Evaluations used to learn a service's own baseline before relative rules may fire.
@@ -97,6 +100,7 @@ impl Default for DetectionConfig {
     fn default() -> Self {
         Self {
             window: Duration::from_secs(60),
+            memory_window: Duration::from_secs(300),
             min_requests: 20,
             baseline_warmup: 5,
             history: Duration::from_secs(3600),
@@ -263,6 +267,9 @@ impl Validate for Config {
         });
         problems.check(detection.history >= detection.window, || {
             "detection.history must be at least detection.window".into()
+        });
+        problems.check(detection.memory_window >= detection.window, || {
+            "detection.memory_window must be at least detection.window".into()
         });
         for (name, rule) in [
             ("error_rate", &detection.error_rate),

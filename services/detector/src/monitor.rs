@@ -113,7 +113,12 @@ impl ServiceMonitor {
         Self {
             service: service.into(),
             labels,
-            window: ServiceWindow::new(config.window, config.min_requests, config.history),
+            window: ServiceWindow::with_memory_window(
+                config.window,
+                config.memory_window,
+                config.min_requests,
+                config.history,
+            ),
             warmup: config.baseline_warmup,
             rules,
         }

@@ -39,7 +39,9 @@ pub struct WindowStats {
     /// Estimated 99th percentile latency in seconds, when enough requests were observed.
     pub latency_p99: Option<f64>,
     pub memory_bytes: Option<f64>,
-    /// Least-squares slope of resident memory over the window, bytes per second.
+    /// Sustained growth of resident memory over the memory window, bytes per second: the lower
+    /// of the least-squares slopes of its two halves, so a one-off step (a cache filled, debug
+    /// symbols loaded for a first backtrace) is not mistaken for a leak.
     pub memory_slope: Option<f64>,
     pub restarts: u32,
     /// 1 when the last scrape failed, else 0.
@@ -52,6 +54,8 @@ pub struct WindowStats {
 #[derive(Debug)]
 pub struct ServiceWindow {
     window: Duration,
+    memory_window: Duration,
+    memory: VecDeque<(SystemTime, f64)>,
     min_requests: u64,
     history: Duration,
     scraped_before: bool,
@@ -64,8 +68,20 @@ pub struct ServiceWindow {
 
 impl ServiceWindow {
     pub fn new(window: Duration, min_requests: u64, history: Duration) -> Self {
+        Self::with_memory_window(window, window, min_requests, history)
+    }
+
+    /// Like [`ServiceWindow::new`], judging memory growth over its own (longer) window.
+    pub fn with_memory_window(
+        window: Duration,
+        memory_window: Duration,
+        min_requests: u64,
+        history: Duration,
+    ) -> Self {
         Self {
             window,
+            memory_window: memory_window.max(window),
+            memory: VecDeque::new(),
             min_requests,
             history,
             scraped_before: false,
@@ -169,6 +185,16 @@ impl ServiceWindow {
 
     fn push(&mut self, interval: Interval) -> WindowStats {
         let at = interval.at;
+        if let Some(bytes) = interval.memory_bytes {
+            self.memory.push_back((at, bytes));
+        }
+        while self
+            .memory
+            .front()
+            .is_some_and(|(t, _)| !within(*t, at, self.memory_window))
+        {
+            self.memory.pop_front();
+        }
         self.intervals.push_back(interval);
         while self
             .intervals
@@ -194,7 +220,6 @@ impl ServiceWindow {
         let mut errors = 0.0;
         let mut restarts = 0;
         let mut latency: Vec<(f64, f64)> = Vec::new();
-        let mut memory: Vec<(f64, f64)> = Vec::new();
         for interval in &self.intervals {
             requests += interval.requests;
             errors += interval.errors;
@@ -202,15 +227,18 @@ impl ServiceWindow {
             for &(bound, count) in &interval.latency {
                 add_bucket(&mut latency, bound, count);
             }
-            if let Some(bytes) = interval.memory_bytes {
-                let seconds = interval
-                    .at
+        }
+        let memory: Vec<(f64, f64)> = self
+            .memory
+            .iter()
+            .map(|(t, bytes)| {
+                let seconds = t
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_secs_f64();
-                memory.push((seconds, bytes));
-            }
-        }
+                (seconds, *bytes)
+            })
+            .collect();
         let enough = requests >= self.min_requests as f64 && requests > 0.0;
         let last = self.intervals.back();
         WindowStats {
@@ -225,7 +253,7 @@ impl ServiceWindow {
                 None
             },
             memory_bytes: last.and_then(|i| i.memory_bytes),
-            memory_slope: slope(&memory, self.window),
+            memory_slope: sustained_slope(&memory, self.memory_window),
             restarts,
             down: if last.is_some_and(|i| !i.up) {
                 1.0
@@ -279,13 +307,25 @@ pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     Some(lower_bound)
 }
 
-/// Least-squares slope of `(seconds, value)` points; needs three points spanning half the window.
-fn slope(points: &[(f64, f64)], window: Duration) -> Option<f64> {
-    if points.len() < 3 {
+/// The lower of the slopes of the two halves of `points` (sharing the middle point); needs four
+/// points spanning half the window. Growth must hold in both halves to count.
+fn sustained_slope(points: &[(f64, f64)], window: Duration) -> Option<f64> {
+    if points.len() < 4 {
         return None;
     }
     let span = points[points.len() - 1].0 - points[0].0;
     if span < window.as_secs_f64() / 2.0 {
+        return None;
+    }
+    let middle = points.len() / 2;
+    let first = slope(&points[..=middle])?;
+    let second = slope(&points[middle..])?;
+    Some(first.min(second))
+}
+
+/// Least-squares slope of `(seconds, value)` points.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
         return None;
     }
     let n = points.len() as f64;
@@ -406,5 +446,20 @@ mod tests {
         }
         let slope = stats.memory_slope.unwrap();
         assert!((slope - 2048.0).abs() < 1e-6, "{slope}");
+    }
+
+    #[test]
+    fn a_one_off_memory_step_is_not_growth() {
+        let mut window = ServiceWindow::new(Duration::from_secs(10), 1, Duration::from_secs(60));
+        let mut stats = WindowStats::default();
+        for s in 0..10 {
+            let bytes = if s < 6 { 1_000_000 } else { 21_000_000 };
+            stats = window.ingest(
+                at(s),
+                &parse(&format!("process_resident_memory_bytes {bytes}\n")),
+            );
+        }
+        let slope = stats.memory_slope.unwrap();
+        assert!(slope.abs() < 1.0, "{slope}");
     }
 }

@@ -47,6 +47,7 @@ pub fn fast_config(interval: Duration, orchestrator_url: &str) -> Config {
     config.scrape.interval = interval;
     config.scrape.timeout = interval.mul_f64(0.8);
     config.detection.window = interval * 4;
+    config.detection.memory_window = interval * 16;
     config.detection.min_requests = 20;
     config.detection.history = Duration::from_secs(600);
     config.orchestrator.url = orchestrator_url.to_owned();
