@@ -6,8 +6,9 @@
 mod config;
 mod error;
 mod grpc;
+pub mod localize;
 
-pub use config::{Config, DEFAULT_GRPC_PORT};
+pub use config::{Config, DEFAULT_GRPC_PORT, LocalizeConfig};
 pub use error::Error;
 
 use selfheal_proto::v1::rca_server::RcaServer;
@@ -25,7 +26,8 @@ pub async fn run(
 ) -> Result<(), Error> {
     let host = ServiceHost::new(COMPONENT, selfheal_proto::service_names::RCA)?;
     host.readiness().set_serving().await;
-    let service = RcaServer::new(grpc::RcaApi);
+    let localizer = localize::Localizer::new(config.localize.settings());
+    let service = RcaServer::new(grpc::RcaApi::new(localizer));
     host.serve(
         service,
         axum::Router::new(),
