@@ -1,24 +1,25 @@
-//! Errors of the patcher service and their gRPC status codes, in one place.
+//! Errors of the patcher and their gRPC status codes, in one place.
 
 use selfheal_service::ServeError;
 
-/// Everything that can go wrong in the patcher service.
+/// Everything that can go wrong in the patcher.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Serve(#[from] ServeError),
-    /// An RPC whose behaviour is not built yet; names what is missing.
-    #[error("{rpc} is not available yet: it needs {missing}")]
-    NotBuilt {
-        rpc: &'static str,
-        missing: &'static str,
-    },
+    /// The request is malformed or unsafe (missing field, hostile path, unknown revision shape).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A git command failed: an unknown commit, a missing file, a broken repository.
+    #[error("git {command} failed: {message}")]
+    Git { command: String, message: String },
 }
 
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         match &error {
-            Error::NotBuilt { .. } => tonic::Status::unimplemented(error.to_string()),
+            Error::InvalidInput(_) => tonic::Status::invalid_argument(error.to_string()),
+            Error::Git { .. } => tonic::Status::failed_precondition(error.to_string()),
             Error::Serve(_) => {
                 tracing::error!(%error, "internal error");
                 tonic::Status::internal("internal error")

@@ -1,11 +1,14 @@
 //! The patcher: candidate fixes as unified diffs (fix templates per fault class, partial and full
-//! reverts of the culprit commit, mutations, and an optional LLM provider).
+//! reverts of the culprit commit). Mutations and an LLM provider are planned strategies.
 //!
 //! The library exposes [`run`]; the binary in `main.rs` only loads configuration and calls it.
 
 mod config;
+mod diff;
 mod error;
+mod git;
 mod grpc;
+pub mod strategy;
 
 pub use config::{Config, DEFAULT_GRPC_PORT};
 pub use error::Error;
@@ -25,14 +28,9 @@ pub async fn run(
 ) -> Result<(), Error> {
     let host = ServiceHost::new(COMPONENT, selfheal_proto::service_names::PATCHER)?;
     host.readiness().set_serving().await;
-    let service = PatcherServer::new(grpc::PatcherApi);
-    host.serve(
-        service,
-        axum::Router::new(),
-        listeners,
-        shutdown,
-        config.server.shutdown_grace,
-    )
-    .await?;
+    let grace = config.server.shutdown_grace;
+    let service = PatcherServer::new(grpc::PatcherApi::new(config));
+    host.serve(service, axum::Router::new(), listeners, shutdown, grace)
+        .await?;
     Ok(())
 }
