@@ -1,8 +1,9 @@
 //! The `selfheal` command: runs the whole mesh in one process (`selfheal up`) and is the
-//! client for people (`selfheal status`).
+//! client for people (`selfheal status`, `selfheal load`).
 //!
 //! In one process every service still listens on its own port and reaches the others over
 //! real gRPC, exactly as in the compose stack: one code path.
 
+pub mod load;
 pub mod mesh;
 pub mod status;

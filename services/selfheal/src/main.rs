@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use selfheal::load::{LoadPlan, LoadSummary};
 use selfheal::mesh::{MeshOptions, RunningMesh};
 use selfheal_service::{EX_CONFIG, ProcessEnv};
 
@@ -50,6 +51,35 @@ environment variables (SELFHEAL_DETECTOR__SERVER__SHUTDOWN_GRACE=5s), then --set
         /// Print where each service would listen and exit.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Send steady traffic to a service (the demo target's request mix) and report success and latency.
+    #[command(
+        after_help = "Open-loop: requests start at --rate per second whatever the answers; when \
+--concurrency requests are in flight a tick is skipped and counted. Error rate = 5xx and failed \
+requests over all finished requests. Ctrl-C stops early and still prints the summary."
+    )]
+    Load {
+        /// Base URL of the service.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        /// Requests started per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// How long to run.
+        #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+        duration: Duration,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Customers drawn from cust-0000 up to this count.
+        #[arg(long, default_value_t = 1000)]
+        customers: u32,
+        /// Deadline of one request.
+        #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+        timeout: Duration,
+        /// Print the summary as JSON (no progress).
+        #[arg(long)]
+        json: bool,
     },
     /// Show the health of every service of a running mesh.
     Status {
@@ -99,6 +129,25 @@ fn main() -> ExitCode {
                 json,
                 timeout,
             } => status(&orchestrator, json, timeout).await,
+            Command::Load {
+                target,
+                rate,
+                duration,
+                concurrency,
+                customers,
+                timeout,
+                json,
+            } => {
+                let plan = LoadPlan {
+                    target,
+                    rate,
+                    duration,
+                    concurrency,
+                    customers,
+                    timeout,
+                };
+                load(plan, json).await
+            }
         }
     })
 }
@@ -223,4 +272,88 @@ async fn status(orchestrator: &str, json: bool, timeout: Duration) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+async fn load(plan: LoadPlan, json: bool) -> ExitCode {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        selfheal_service::ctrl_c_or_sigterm().await;
+        ctrl_c.cancel();
+    });
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(plan.duration.as_secs().max(1))
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = selfheal::load::run(&plan, stop, |so_far| {
+        bar.set_position(so_far.elapsed_seconds as u64);
+        bar.set_message(format!(
+            "{} sent, {:.1}% errors, p99 {:.1} ms",
+            so_far.sent,
+            so_far.error_rate * 100.0,
+            so_far.latency_ms_p99
+        ));
+    })
+    .await;
+    bar.finish_and_clear();
+    match result {
+        Ok(summary) if json => match serde_json::to_string_pretty(&summary) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("selfheal load: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(summary) => {
+            print_load_summary(&summary);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("selfheal load: {error}");
+            ExitCode::from(EX_CONFIG as u8)
+        }
+    }
+}
+
+fn print_load_summary(summary: &LoadSummary) {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["", "value"]);
+    let rows = [
+        ("target", summary.target.clone()),
+        ("duration", format!("{:.1} s", summary.elapsed_seconds)),
+        (
+            "sent",
+            format!("{} ({:.1}/s)", summary.sent, summary.achieved_rate),
+        ),
+        ("2xx/3xx", summary.succeeded.to_string()),
+        ("4xx", summary.client_errors.to_string()),
+        ("5xx", summary.server_errors.to_string()),
+        ("failed (connect/timeout)", summary.failed.to_string()),
+        ("skipped (client saturated)", summary.skipped.to_string()),
+        ("error rate", format!("{:.2}%", summary.error_rate * 100.0)),
+        (
+            "latency p50 / p90 / p99 / max",
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1} ms",
+                summary.latency_ms_p50,
+                summary.latency_ms_p90,
+                summary.latency_ms_p99,
+                summary.latency_ms_max
+            ),
+        ),
+    ];
+    for (name, value) in rows {
+        table.add_row([name.to_owned(), value]);
+    }
+    println!("{table}");
 }

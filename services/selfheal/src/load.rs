@@ -1,0 +1,197 @@
+//! `selfheal load`: steady, open-loop traffic against a service, with the client-side success
+//! rate and latency histogram. The request mix is the demo target's: `POST /pay` for customers
+//! `cust-0000`..`cust-NNNN` drawn uniformly, with random amounts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What to send, how fast, for how long.
+#[derive(Clone, Debug)]
+pub struct LoadPlan {
+    /// Base URL of the service, e.g. `http://127.0.0.1:8080`.
+    pub target: String,
+    /// Requests started per second.
+    pub rate: u32,
+    pub duration: Duration,
+    /// Requests in flight at most; past it a tick is counted as skipped (client saturated).
+    pub concurrency: usize,
+    /// Customers are drawn from `cust-0000` up to this count.
+    pub customers: u32,
+    pub timeout: Duration,
+}
+
+/// Counts and latency of a run (or of one progress interval).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LoadSummary {
+    pub target: String,
+    pub elapsed_seconds: f64,
+    pub sent: u64,
+    pub succeeded: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+    /// Connection failures and timeouts.
+    pub failed: u64,
+    pub skipped: u64,
+    /// 5xx and failed requests over all requests sent.
+    pub error_rate: f64,
+    pub achieved_rate: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p90: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+}
+
+/// Errors that stop a run before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid load plan: {0}")]
+    Plan(String),
+    #[error("cannot build the http client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+#[derive(Debug)]
+struct Tally {
+    latency_us: Histogram<u64>,
+    succeeded: u64,
+    client_errors: u64,
+    server_errors: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            latency_us: Histogram::new_with_bounds(1, 120_000_000, 3)
+                .expect("1µs..120s at 3 significant digits is a valid range"),
+            succeeded: 0,
+            client_errors: 0,
+            server_errors: 0,
+            failed: 0,
+        }
+    }
+}
+
+/// Runs `plan` until its duration passes or `stop` is cancelled; `progress` is called about
+/// once a second with the totals so far.
+pub async fn run(
+    plan: &LoadPlan,
+    stop: CancellationToken,
+    mut progress: impl FnMut(&LoadSummary),
+) -> Result<LoadSummary, LoadError> {
+    if plan.rate == 0 || plan.rate > 100_000 {
+        return Err(LoadError::Plan(format!(
+            "rate must be 1..=100000 requests/s (got {})",
+            plan.rate
+        )));
+    }
+    if plan.concurrency == 0 || plan.customers == 0 {
+        return Err(LoadError::Plan(
+            "concurrency and customers must be at least 1".into(),
+        ));
+    }
+    let url = format!("{}/pay", plan.target.trim_end_matches('/'));
+    reqwest::Url::parse(&url)
+        .map_err(|error| LoadError::Plan(format!("target {:?}: {error}", plan.target)))?;
+    let client = reqwest::Client::builder()
+        .timeout(plan.timeout)
+        .pool_max_idle_per_host(plan.concurrency)
+        .build()?;
+    let tally = Arc::new(Mutex::new(Tally::new()));
+    let permits = Arc::new(Semaphore::new(plan.concurrency));
+    let mut tasks = JoinSet::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(plan.rate)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let started = Instant::now();
+    let (mut sent, mut skipped) = (0u64, 0u64);
+    let mut last_progress = Instant::now();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        if started.elapsed() >= plan.duration {
+            break;
+        }
+        while tasks.try_join_next().is_some() {}
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            skipped += 1;
+            continue;
+        };
+        sent += 1;
+        let customer = fastrand::u32(0..plan.customers);
+        let body = serde_json::json!({ "customer_id": format!("cust-{customer:04}"), "amount_cents": fastrand::u32(100..50_000) });
+        let request = client.post(&url).json(&body);
+        let shared = tally.clone();
+        tasks.spawn(async move {
+            let begun = Instant::now();
+            let outcome = request.send().await;
+            let micros = u64::try_from(begun.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let mut tally = shared.lock().await;
+            let _ = tally.latency_us.record(micros.min(120_000_000));
+            match outcome.map(|response| response.status().as_u16()) {
+                Ok(200..=399) => tally.succeeded += 1,
+                Ok(400..=499) => tally.client_errors += 1,
+                Ok(_) => tally.server_errors += 1,
+                Err(_) => tally.failed += 1,
+            }
+            drop(permit);
+        });
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            progress(&summarise(
+                plan,
+                &*tally.lock().await,
+                started.elapsed(),
+                sent,
+                skipped,
+            ));
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let summary = summarise(plan, &*tally.lock().await, started.elapsed(), sent, skipped);
+    Ok(summary)
+}
+
+fn summarise(
+    plan: &LoadPlan,
+    tally: &Tally,
+    elapsed: Duration,
+    sent: u64,
+    skipped: u64,
+) -> LoadSummary {
+    let finished = tally.succeeded + tally.client_errors + tally.server_errors + tally.failed;
+    let ms = |quantile: f64| tally.latency_us.value_at_quantile(quantile) as f64 / 1000.0;
+    LoadSummary {
+        target: plan.target.clone(),
+        elapsed_seconds: elapsed.as_secs_f64(),
+        sent,
+        succeeded: tally.succeeded,
+        client_errors: tally.client_errors,
+        server_errors: tally.server_errors,
+        failed: tally.failed,
+        skipped,
+        error_rate: if finished == 0 {
+            0.0
+        } else {
+            (tally.server_errors + tally.failed) as f64 / finished as f64
+        },
+        achieved_rate: if elapsed.is_zero() {
+            0.0
+        } else {
+            sent as f64 / elapsed.as_secs_f64()
+        },
+        latency_ms_p50: ms(0.5),
+        latency_ms_p90: ms(0.9),
+        latency_ms_p99: ms(0.99),
+        latency_ms_max: tally.latency_us.max() as f64 / 1000.0,
+    }
+}
