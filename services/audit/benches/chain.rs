@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use selfheal_audit::chain::checkpoint::CheckpointSigner;
-use selfheal_audit::chain::{NewRecord, RecordKind};
+use selfheal_audit::chain::{ChainHead, NewRecord, RecordKind, RecordTime};
 use selfheal_audit::log::{AuditLog, LogSettings};
 use selfheal_audit::store::{
     AuditStore, ElasticsearchConfig, ElasticsearchStore, FileStore, SpoolingStore,
@@ -45,6 +45,29 @@ async fn append(log: &AuditLog, records: usize) -> Duration {
     started.elapsed()
 }
 
+/// `clients` appenders at once, each sending batches of `BATCH`; the writer groups what waits.
+async fn append_concurrently(log: &AuditLog, records: usize, clients: usize) -> Duration {
+    let started = Instant::now();
+    let per_client = records / clients;
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let base = client * per_client;
+            let mut n = 0;
+            while n < per_client {
+                let batch: Vec<NewRecord> = (base + n..base + n + BATCH).map(record).collect();
+                n += BATCH;
+                log.append(batch).await.expect("append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("appender");
+    }
+    started.elapsed()
+}
+
 async fn start(store: Arc<dyn AuditStore>) -> AuditLog {
     let (log, _writer) = AuditLog::start(
         store,
@@ -70,6 +93,32 @@ fn report(name: &str, rates: Vec<f64>) {
     );
 }
 
+/// CPU only: sealing (canonical encoding + SHA-256) and encoding for storage, no I/O.
+fn seal_only(runs: usize, records: usize) {
+    let mut seals = Vec::new();
+    let mut encodes = Vec::new();
+    for _ in 0..runs {
+        let news: Vec<NewRecord> = (0..records).map(record).collect();
+        let started = Instant::now();
+        let mut head = ChainHead::genesis();
+        let time = RecordTime::now();
+        let sealed: Vec<_> = news
+            .into_iter()
+            .map(|new| head.seal(new, time).expect("seal"))
+            .collect();
+        seals.push(records as f64 / started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let bytes: usize = sealed
+            .iter()
+            .map(|r| r.to_canonical_json().expect("encode").len())
+            .sum();
+        encodes.push(records as f64 / started.elapsed().as_secs_f64());
+        assert!(bytes > 0);
+    }
+    report("seal (hash) only, no I/O", seals);
+    report("encode for storage only, no I/O", encodes);
+}
+
 async fn file_store(runs: usize, records: usize) {
     let mut appends = Vec::new();
     let mut verifies = Vec::new();
@@ -89,6 +138,16 @@ async fn file_store(runs: usize, records: usize) {
         appends,
     );
     report("file store verify", verifies);
+    let mut concurrent = Vec::new();
+    for _ in 0..runs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(dir.path()).await.expect("store");
+        let log = start(Arc::new(store)).await;
+        let took = append_concurrently(&log, records, 4).await;
+        concurrent.push(records as f64 / took.as_secs_f64());
+        assert!(log.verify().await.expect("verify").is_ok());
+    }
+    report("file store append, 4 concurrent clients", concurrent);
 }
 
 async fn elasticsearch(runs: usize, records: usize) {
@@ -138,6 +197,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    seal_only(5, 200_000);
     runtime.block_on(async {
         file_store(5, 200_000).await;
         elasticsearch(3, 50_000).await;

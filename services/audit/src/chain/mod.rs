@@ -184,18 +184,18 @@ impl DecisionKind {
 #[serde(deny_unknown_fields)]
 pub struct DecisionInput {
     pub name: String,
-    pub value: String,
     pub note: String,
+    pub value: String,
 }
 
 /// A weighted factor; weight and score are within 0..=1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionFactor {
-    pub name: String,
-    pub weight: f64,
-    pub score: f64,
     pub explanation: String,
+    pub name: String,
+    pub score: f64,
+    pub weight: f64,
 }
 
 /// An option considered and not taken, with the reason.
@@ -203,26 +203,26 @@ pub struct DecisionFactor {
 #[serde(deny_unknown_fields)]
 pub struct DecisionAlternative {
     pub option: String,
-    pub why_not: String,
     pub score: f64,
+    pub why_not: String,
 }
 
 /// Why an automated choice was made.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
-    pub id: String,
-    pub kind: DecisionKind,
-    pub subject: String,
-    pub inputs: Vec<DecisionInput>,
-    pub factors: Vec<DecisionFactor>,
-    pub constraints: Vec<String>,
     pub alternatives: Vec<DecisionAlternative>,
-    pub outcome: String,
-    pub reasoning: String,
     /// Within 0..=1.
     pub confidence: f64,
+    pub constraints: Vec<String>,
     pub decided_at: Option<RecordTime>,
+    pub factors: Vec<DecisionFactor>,
+    pub id: String,
+    pub inputs: Vec<DecisionInput>,
+    pub kind: DecisionKind,
+    pub outcome: String,
+    pub reasoning: String,
+    pub subject: String,
 }
 
 /// A record to append: the writer assigns sequence, time and hashes.
@@ -262,21 +262,76 @@ impl NewRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    pub sequence: u64,
-    pub time: RecordTime,
-    pub kind: RecordKind,
-    pub saga_id: String,
-    pub incident_id: String,
-    pub step: String,
     pub actor: String,
-    pub fencing_token: u64,
-    pub payload: serde_json::Value,
     pub decision: Option<Decision>,
-    pub idempotency_key: Option<String>,
-    /// Hex SHA-256 of the previous record; [`GENESIS_HASH`] for the first.
-    pub prev_hash: String,
+    pub fencing_token: u64,
     /// Hex SHA-256 of this record's canonical encoding without `hash`.
     pub hash: String,
+    pub idempotency_key: Option<String>,
+    pub incident_id: String,
+    pub kind: RecordKind,
+    #[serde(serialize_with = "serialize_sorted")]
+    pub payload: serde_json::Value,
+    /// Hex SHA-256 of the previous record; [`GENESIS_HASH`] for the first.
+    pub prev_hash: String,
+    pub saga_id: String,
+    pub sequence: u64,
+    pub step: String,
+    pub time: RecordTime,
+}
+
+/// The fields of a record that its hash covers: all but `hash`.
+#[derive(Serialize)]
+struct HashedFields<'a> {
+    actor: &'a str,
+    decision: &'a Option<Decision>,
+    fencing_token: u64,
+    idempotency_key: &'a Option<String>,
+    incident_id: &'a str,
+    kind: RecordKind,
+    #[serde(serialize_with = "serialize_sorted")]
+    payload: &'a serde_json::Value,
+    prev_hash: &'a str,
+    saga_id: &'a str,
+    sequence: u64,
+    step: &'a str,
+    time: RecordTime,
+}
+
+/// A JSON value serialized with every object's keys sorted, whatever `serde_json::Map` keeps.
+struct Sorted<'a>(&'a serde_json::Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        use serde_json::Value;
+        match self.0 {
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut out = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    out.serialize_entry(key, &Sorted(value))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&Sorted(item))?;
+                }
+                out.end()
+            }
+            scalar => scalar.serialize(serializer),
+        }
+    }
+}
+
+fn serialize_sorted<S: serde::Serializer>(
+    value: &serde_json::Value,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    Sorted(value).serialize(serializer)
 }
 
 /// An encoding failure: only non-finite numbers can cause one, and the gRPC edge rejects them.
@@ -286,23 +341,36 @@ pub struct EncodeError(#[from] serde_json::Error);
 
 impl Record {
     /// The hash this record should carry, computed from its other fields.
+    ///
+    /// Struct fields are declared in sorted key order and payload maps are sorted as they are
+    /// written, so serializing directly yields the canonical encoding (a test checks this
+    /// against [`write_canonical`]).
     pub fn compute_hash(&self) -> Result<String, EncodeError> {
-        let mut value = serde_json::to_value(self)?;
-        if let serde_json::Value::Object(map) = &mut value {
-            map.remove("hash");
-        }
+        let fields = HashedFields {
+            actor: &self.actor,
+            decision: &self.decision,
+            fencing_token: self.fencing_token,
+            idempotency_key: &self.idempotency_key,
+            incident_id: &self.incident_id,
+            kind: self.kind,
+            payload: &self.payload,
+            prev_hash: &self.prev_hash,
+            saga_id: &self.saga_id,
+            sequence: self.sequence,
+            step: &self.step,
+            time: self.time,
+        };
         let mut hasher = HashWriter(Sha256::new());
-        write_canonical(&mut hasher, &value)?;
+        serde_json::to_writer(&mut hasher, &fields)?;
         Ok(hex::encode(hasher.0.finalize()))
     }
 
     /// The canonical encoding of the whole record (with `hash`), as stores keep it.
     pub fn to_canonical_json(&self) -> Result<String, EncodeError> {
-        let value = serde_json::to_value(self)?;
-        let mut out = Vec::with_capacity(256);
-        write_canonical(&mut out, &value)?;
+        let out = serde_json::to_vec(self)?;
         // serde_json only writes valid UTF-8.
-        Ok(String::from_utf8_lossy(&out).into_owned())
+        Ok(String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
     /// Parses a stored record; the error says what is wrong with the text.
@@ -458,6 +526,58 @@ mod tests {
         let parsed = Record::from_json(&text).unwrap();
         assert_eq!(parsed, record);
         assert_eq!(parsed.to_canonical_json().unwrap(), text);
+    }
+
+    #[test]
+    fn direct_encoding_equals_the_generic_canonical_encoding() {
+        let mut head = ChainHead::genesis();
+        let decision = Decision {
+            alternatives: vec![DecisionAlternative {
+                option: "revert".into(),
+                score: 0.4,
+                why_not: "loses a feature".into(),
+            }],
+            confidence: 0.7,
+            constraints: vec!["small".into()],
+            decided_at: Some(RecordTime::now()),
+            factors: vec![DecisionFactor {
+                explanation: "e".into(),
+                name: "n".into(),
+                score: 0.5,
+                weight: 0.25,
+            }],
+            id: "d".into(),
+            inputs: vec![DecisionInput {
+                name: "a".into(),
+                note: "b".into(),
+                value: "c".into(),
+            }],
+            kind: DecisionKind::FixPlan,
+            outcome: "o".into(),
+            reasoning: "r".into(),
+            subject: "s".into(),
+        };
+        let record = head
+            .seal(
+                NewRecord {
+                    decision: Some(decision),
+                    idempotency_key: Some("k".into()),
+                    payload: serde_json::json!({"z": [{"b": 1, "a": null}], "a": {"y": 2.5, "x": "é"}}),
+                    ..note(serde_json::Value::Null)
+                },
+                RecordTime::now(),
+            )
+            .unwrap();
+        let generic = |value: serde_json::Value| {
+            let mut out = Vec::new();
+            write_canonical(&mut out, &value).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let mut value = serde_json::to_value(&record).unwrap();
+        assert_eq!(record.to_canonical_json().unwrap(), generic(value.clone()));
+        value.as_object_mut().unwrap().remove("hash");
+        let expected = hex::encode(Sha256::digest(generic(value).as_bytes()));
+        assert_eq!(record.hash, expected);
     }
 
     #[test]
