@@ -137,7 +137,8 @@ pub struct Rewritten {
 }
 
 /// Rewrites `value` for this machine when it is an address: `scheme://HOST:port…` or
-/// `HOST:port` whose HOST is a compose service or `0.0.0.0` gets `127.0.0.1` instead.
+/// `HOST:port` whose HOST is a compose service or `0.0.0.0`, or a bare `0.0.0.0`, gets
+/// `127.0.0.1` instead.
 /// Anything else (durations, names, log filters) comes back unchanged.
 pub fn rewrite_for_loopback(value: &str, hostnames: &BTreeSet<String>) -> Rewritten {
     let (scheme, rest) = match value.find("://") {
@@ -150,6 +151,13 @@ pub fn rewrite_for_loopback(value: &str, hostnames: &BTreeSet<String>) -> Rewrit
         .strip_prefix(':')
         .map(|after| after.split('/').next().unwrap_or(after))
         .and_then(|digits| digits.parse::<u16>().ok());
+    if value == "0.0.0.0" {
+        return Rewritten {
+            value: "127.0.0.1".to_owned(),
+            host: None,
+            port: None,
+        };
+    }
     let is_address = !scheme.is_empty() || port.is_some();
     let unchanged = Rewritten {
         value: value.to_owned(),
@@ -195,6 +203,7 @@ mod tests {
             ("redis://redis:6379/0", "redis://127.0.0.1:6379/0"),
             ("http://safety-gate:50055", "http://127.0.0.1:50055"),
             ("0.0.0.0:50052", "127.0.0.1:50052"),
+            ("0.0.0.0", "127.0.0.1"),
             ("http://jaeger:4317", "http://127.0.0.1:4317"),
             ("detector", "detector"),
             ("selfheal-detector", "selfheal-detector"),

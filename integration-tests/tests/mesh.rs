@@ -67,7 +67,8 @@ async fn compose_stack_runs_on_real_servers() {
         .expect("every SELFHEAL_* variable of the compose file is read");
     lap("--dump-config drift", &mut since);
 
-    let mut guard = start_processes(&bin_dir, &plans).expect("the seven services start");
+    let logs = log_dir("mesh").expect("a log directory for this run");
+    let mut guard = start_processes(&bin_dir, &plans, &logs).expect("the seven services start");
     let result = async {
         wait_healthy(&mut guard).await.context("health")?;
         lap("processes healthy", &mut since);
@@ -93,6 +94,7 @@ async fn compose_stack_runs_on_real_servers() {
     }
     drop(guard);
     let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&logs);
     eprintln!(
         "mesh phases ({:.1?} in all):\n  {}",
         started.elapsed(),
@@ -104,8 +106,10 @@ async fn compose_stack_runs_on_real_servers() {
 #[derive(Debug)]
 struct Plan {
     service: Service,
-    /// The compose command after the binary name.
+    /// The compose command after the binary name, exactly as written.
     args: Vec<String>,
+    /// The command with paths in the image's data directory moved to this run's.
+    local_args: Vec<String>,
     /// The compose environment exactly as written.
     compose_env: BTreeMap<String, String>,
     /// The environment with compose hosts and `0.0.0.0` rewritten to 127.0.0.1, paths in the
@@ -135,6 +139,14 @@ fn plan(compose: &ComposeFile, data_dir: &Path) -> Result<Vec<Plan>> {
         let compose_env = entry
             .env()
             .with_context(|| format!("environment of {}", service.name))?;
+        let own_data = data_dir.join(service.name);
+        let local_args = rest
+            .iter()
+            .map(|arg| match arg.split_once('=') {
+                Some((key, value)) => format!("{key}={}", map_data_path(value, &own_data)),
+                None => map_data_path(arg, &own_data),
+            })
+            .collect();
         let mut local_env = BTreeMap::new();
         let mut backing = BTreeSet::new();
         for (name, value) in &compose_env {
@@ -144,26 +156,31 @@ fn plan(compose: &ComposeFile, data_dir: &Path) -> Result<Vec<Plan>> {
             {
                 backing.insert((host.clone(), port));
             }
-            let value = match rewritten.value.strip_prefix(IMAGE_DATA_DIR) {
-                Some(rest) if rest.is_empty() || rest.starts_with('/') => {
-                    format!("{}{rest}", data_dir.join(service.name).display())
-                }
-                _ => rewritten.value,
-            };
-            local_env.insert(name.clone(), value);
+            local_env.insert(name.clone(), map_data_path(&rewritten.value, &own_data));
         }
         local_env
             .entry("XDG_DATA_HOME".to_owned())
-            .or_insert_with(|| data_dir.join(service.name).display().to_string());
+            .or_insert_with(|| own_data.display().to_string());
         plans.push(Plan {
             service,
             args: rest.to_vec(),
+            local_args,
             compose_env,
             local_env,
             backing,
         });
     }
     Ok(plans)
+}
+
+/// `value` with a leading [`IMAGE_DATA_DIR`] replaced by `local`.
+fn map_data_path(value: &str, local: &Path) -> String {
+    match value.strip_prefix(IMAGE_DATA_DIR) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            format!("{}{rest}", local.display())
+        }
+        _ => value.to_owned(),
+    }
 }
 
 /// `docker-compose config -q` accepts the file, when the tool is installed.
@@ -339,7 +356,7 @@ fn same_value(dumped: &toml::Value, raw: &str) -> bool {
     )
 }
 
-fn start_processes(bin_dir: &Path, plans: &[Plan]) -> Result<ProcessGuard> {
+fn start_processes(bin_dir: &Path, plans: &[Plan], logs: &Path) -> Result<ProcessGuard> {
     let taken: Vec<u16> = SERVICES
         .iter()
         .flat_map(|s| [s.grpc_port, s.http_port()])
@@ -350,11 +367,10 @@ fn start_processes(bin_dir: &Path, plans: &[Plan]) -> Result<ProcessGuard> {
         "ports {taken:?} are in use on 127.0.0.1; stop what runs there (another `selfheal up` \
          or a test run) before this test"
     );
-    let logs = log_dir("mesh")?;
     let mut guard = ProcessGuard::default();
     for plan in plans {
         let binary = bin_dir.join(plan.service.binary());
-        let command = service_command(&binary, &plan.args, &plan.local_env);
+        let command = service_command(&binary, &plan.local_args, &plan.local_env);
         guard.spawn(
             plan.service.name,
             command,
