@@ -137,15 +137,24 @@ impl GitRepo {
 
     /// Author, date, message and changed files of `commit`.
     pub async fn commit(&self, commit: &str) -> Result<CommitInfo, LocalizeError> {
-        let output = self
-            .checked(&[
-                "show",
-                "-s",
-                "--no-show-signature",
-                "--format=%H%x00%an%x00%ae%x00%at%x00%B",
-                commit,
-            ])
-            .await?;
+        let show_args = [
+            "show",
+            "-s",
+            "--no-show-signature",
+            "--format=%H%x00%an%x00%ae%x00%at%x00%B",
+            commit,
+        ];
+        let files_args = [
+            "diff-tree",
+            "--no-commit-id",
+            "--name-only",
+            "-r",
+            "-z",
+            "--root",
+            commit,
+        ];
+        let (output, files) =
+            tokio::try_join!(self.checked(&show_args), self.checked(&files_args))?;
         let text = String::from_utf8_lossy(&output);
         let mut fields = text.splitn(5, '\0');
         let (Some(sha), Some(author), Some(email), Some(time), Some(message)) = (
@@ -160,17 +169,6 @@ impl GitRepo {
                 detail: "fewer fields than asked for".to_owned(),
             });
         };
-        let files = self
-            .checked(&[
-                "diff-tree",
-                "--no-commit-id",
-                "--name-only",
-                "-r",
-                "-z",
-                "--root",
-                commit,
-            ])
-            .await?;
         let files = files
             .split(|b| *b == 0)
             .filter(|name| !name.is_empty())

@@ -144,11 +144,16 @@ impl Localizer {
         }
 
         let repo = GitRepo::open(&query.repository, self.settings.git_timeout).await?;
-        let deployed = repo.resolve_commit("commit", &query.commit).await?;
-        let last_good = match query.last_good_commit.as_deref() {
-            Some(revision) => Some(repo.resolve_commit("last_good_commit", revision).await?),
-            None => None,
-        };
+        let (deployed, last_good) =
+            tokio::try_join!(repo.resolve_commit("commit", &query.commit), async {
+                match query.last_good_commit.as_deref() {
+                    Some(revision) => repo
+                        .resolve_commit("last_good_commit", revision)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            },)?;
         let tree = repo.tree(&deployed).await?;
         let roots = [
             query.repository.clone(),
@@ -208,32 +213,40 @@ impl Localizer {
             .get(&path)
             .filter(|entry| entry.kind == EntryKind::File)
             .expect("resolve returns only paths of regular files in the tree");
-        let snippet = if entry.size <= MAX_SNIPPET_BLOB_BYTES {
+        // Reading the file and blaming the line are independent; the line check on the file
+        // decides first, so a stale trace is reported as such rather than as a blame failure.
+        let read_snippet = async {
+            if entry.size > MAX_SNIPPET_BLOB_BYTES {
+                return Ok(String::new());
+            }
             let blob = repo.blob(&entry.object).await?;
             let text = String::from_utf8_lossy(&blob);
             let lines: Vec<&str> = text.lines().collect();
             if frame.line == 0 || frame.line as usize > lines.len() {
                 return Err(LocalizeError::LineOutOfRange {
-                    file: path,
+                    file: path.clone(),
                     line: frame.line,
                     lines: lines.len(),
-                    commit: deployed,
+                    commit: deployed.clone(),
                 });
             }
-            snippet(&lines, frame.line)
-        } else {
-            String::new()
+            Ok(snippet(&lines, frame.line))
         };
+        let (snippet, culprit_sha) =
+            tokio::join!(read_snippet, repo.blame_line(&deployed, &path, frame.line));
+        let (snippet, culprit_sha) = (snippet?, culprit_sha?);
 
-        let culprit_sha = repo.blame_line(&deployed, &path, frame.line).await?;
-        let culprit = repo.commit(&culprit_sha).await?;
-        let culprit_in_range = match &last_good {
-            Some(good) => {
-                repo.is_ancestor(&culprit.sha, &deployed).await?
-                    && !repo.is_ancestor(&culprit.sha, good).await?
-            }
-            None => false,
+        let in_range = async {
+            let Some(good) = &last_good else {
+                return Ok(false);
+            };
+            let (in_deployed, in_good) = tokio::try_join!(
+                repo.is_ancestor(&culprit_sha, &deployed),
+                repo.is_ancestor(&culprit_sha, good),
+            )?;
+            Ok(in_deployed && !in_good)
         };
+        let (culprit, culprit_in_range) = tokio::try_join!(repo.commit(&culprit_sha), in_range)?;
 
         let location = CodeLocation {
             file: path,
