@@ -443,3 +443,113 @@ async fn bad_inputs_are_clear_errors_and_stable_keeps_serving() {
     drop(occupied);
     h.service.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_cancels_a_canary_and_later_restores_the_previous_stable() {
+    let h = Harness::start().await;
+    let good = h.scenario.good_commit.clone();
+    let first = h.deploy_stable(&good, 1).await.version();
+    let mut client = h.client.clone();
+
+    let mut request = h.request(&good, pb::RolloutStrategy::Canary, 2);
+    request.plan = Some(plan(&[50, 100], Duration::from_secs(60), 20));
+    let mut stream = client.deploy(request).await.unwrap().into_inner();
+    eventually(
+        Duration::from_secs(60),
+        "the canary takes its step",
+        async || h.status().await.canary.is_some_and(|c| c.weight == 50),
+    )
+    .await;
+    let outcome = client
+        .rollback(pb::RollbackRequest {
+            service: SERVICE.into(),
+            fencing_token: 3,
+            reason: "operator abort".into(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(outcome.rolled_back);
+    assert_eq!(outcome.stable_version, first);
+    let mut last = None;
+    while let Some(event) = stream.message().await.unwrap() {
+        last = event.event;
+    }
+    let last = last.expect("events");
+    assert_eq!(last.kind(), Kind::RolledBack);
+    assert!(last.decision.unwrap().reasoning.contains("operator abort"));
+    assert!(h.status().await.canary.is_none());
+
+    let mut follow = client
+        .logs(pb::LogsRequest {
+            service: SERVICE.into(),
+            version: String::new(),
+            follow: true,
+            tail: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let second = h
+        .deploy_stable(&h.scenario.bad_commit.clone(), 4)
+        .await
+        .version();
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = follow.message().await.unwrap() {
+            if line.version == second && line.text.contains("listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "follow streams the new version's output");
+
+    let rollback = pb::RollbackRequest {
+        service: SERVICE.into(),
+        fencing_token: 5,
+        reason: "verification failed".into(),
+        idempotency_key: "saga-9/rollback/1".into(),
+    };
+    let outcome = client
+        .rollback(rollback.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(outcome.rolled_back);
+    assert_eq!(
+        outcome.stable_version, first,
+        "the build stable replaced is restored"
+    );
+    let status = h.status().await;
+    let stable = status.stable.unwrap();
+    assert_eq!(stable.commit, good);
+    assert!(stable.healthy);
+    let repeated = client.rollback(rollback).await.unwrap().into_inner();
+    assert_eq!(
+        repeated, outcome,
+        "a repeated key returns the recorded outcome"
+    );
+    assert_eq!(
+        h.status().await.stable.unwrap().pid,
+        stable.pid,
+        "and changes nothing"
+    );
+
+    let nothing = client
+        .rollback(pb::RollbackRequest {
+            service: SERVICE.into(),
+            fencing_token: 6,
+            reason: String::new(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(nothing.code(), tonic::Code::FailedPrecondition, "{nothing}");
+    assert!(
+        nothing.message().contains("nothing to roll back"),
+        "{nothing}"
+    );
+    h.service.stop().await.unwrap();
+}
