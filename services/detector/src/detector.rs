@@ -26,6 +26,9 @@ use crate::target::{TargetHealth, TargetSpec, TargetView};
 /// Events buffered per `WatchIncidents` subscriber before it counts as lagging.
 const EVENT_BUFFER: usize = 1024;
 
+/// Bodies up to this size are parsed on the scrape task itself; larger ones on the blocking pool.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
 /// The series `QuerySeries` knows.
 pub const SERIES_NAMES: [&str; 5] = [
     "error_rate",
@@ -209,7 +212,11 @@ impl Detector {
                 .with_label_values(&[service])
                 .inc();
             let outcome = match result {
-                Ok(body) => Ok(exposition::parse(&body)),
+                Ok(body) if body.len() <= INLINE_PARSE_BYTES => Ok(exposition::parse(&body)),
+                // Large bodies take milliseconds to parse: keep them off the async workers.
+                Ok(body) => tokio::task::spawn_blocking(move || exposition::parse(&body))
+                    .await
+                    .map_err(|error| format!("parsing the scrape body failed: {error}")),
                 Err(error) => {
                     self.inner
                         .metrics
