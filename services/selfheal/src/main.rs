@@ -81,6 +81,20 @@ requests over all finished requests. Ctrl-C stops early and still prints the sum
         #[arg(long)]
         json: bool,
     },
+    /// Inspect the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Print every decision taken for an incident as a readable report.
+    Explain {
+        /// The incident id.
+        incident: String,
+        /// gRPC address of the audit service.
+        #[arg(long, default_value = "http://127.0.0.1:50057", env = "SELFHEAL_AUDIT")]
+        audit: String,
+        /// Print the decision records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the health of every service of a running mesh.
     Status {
         /// gRPC address of the orchestrator.
@@ -96,6 +110,19 @@ requests over all finished requests. Ctrl-C stops early and still prints the sum
         /// Deadline for the whole check.
         #[arg(long, default_value = "5s", value_parser = humantime_duration)]
         timeout: Duration,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Walk the hash chain and its signed checkpoints; exit 1 when it is broken.
+    Verify {
+        /// gRPC address of the audit service.
+        #[arg(long, default_value = "http://127.0.0.1:50057", env = "SELFHEAL_AUDIT")]
+        audit: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -129,6 +156,14 @@ fn main() -> ExitCode {
                 json,
                 timeout,
             } => status(&orchestrator, json, timeout).await,
+            Command::Audit(AuditCommand::Verify { audit, json }) => {
+                audit_verify(&audit, json).await
+            }
+            Command::Explain {
+                incident,
+                audit,
+                json,
+            } => explain(&audit, &incident, json).await,
             Command::Load {
                 target,
                 rate,
@@ -356,4 +391,65 @@ fn print_load_summary(summary: &LoadSummary) {
         table.add_row([name.to_owned(), value]);
     }
     println!("{table}");
+}
+
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn print_json<T: serde::Serialize>(value: &T) -> bool {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            true
+        }
+        Err(error) => {
+            eprintln!("selfheal: {error}");
+            false
+        }
+    }
+}
+
+async fn audit_verify(address: &str, json: bool) -> ExitCode {
+    match selfheal::audit::verify(address, AUDIT_TIMEOUT).await {
+        Ok((outcome, rendered)) => {
+            let printed = if json {
+                print_json(&outcome)
+            } else {
+                println!("{rendered}");
+                true
+            };
+            if outcome.ok && printed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("selfheal audit verify: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn explain(address: &str, incident: &str, json: bool) -> ExitCode {
+    match selfheal::audit::explain(address, incident, AUDIT_TIMEOUT).await {
+        Ok((records, _)) if json => {
+            if print_json(&records) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok((records, rendered)) => {
+            if records.is_empty() {
+                eprintln!("selfheal explain: no decisions are recorded for incident {incident:?}");
+                return ExitCode::FAILURE;
+            }
+            println!("{rendered}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("selfheal explain: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -16,13 +16,16 @@ const GRPC_NAMES: [&str; 7] = [
     "selfheal.v1.Audit",
 ];
 
-async fn start_mesh() -> RunningMesh {
+async fn start_mesh(audit_dir: &std::path::Path) -> RunningMesh {
     let env: Vec<(String, String)> = Vec::new();
     let mesh = selfheal::mesh::start(MeshOptions {
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         base_port: 0,
         config_file: None,
-        overrides: vec!["audit.server.shutdown_grace=2s".into()],
+        overrides: vec![
+            "audit.server.shutdown_grace=2s".into(),
+            format!("audit.file.path={}", audit_dir.display()),
+        ],
         env: &env,
     })
     .await
@@ -35,7 +38,8 @@ async fn start_mesh() -> RunningMesh {
 
 #[tokio::test]
 async fn status_command_prints_every_service_as_json() {
-    let mesh = start_mesh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = start_mesh(dir.path()).await;
     let orchestrator = mesh.endpoint("orchestrator").unwrap().grpc_url();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_selfheal"))

@@ -40,11 +40,12 @@ fn one_call_into_the_orchestrator_is_one_trace_across_all_seven_services() {
         .unwrap();
     let trace_id = runtime.block_on(async {
         let env: Vec<(String, String)> = Vec::new();
+        let audit_dir = tempfile::tempdir().unwrap();
         let options = MeshOptions {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             base_port: 0,
             config_file: None,
-            overrides: vec![],
+            overrides: vec![format!("audit.file.path={}", audit_dir.path().display())],
             env: &env,
         };
         let mesh = selfheal::mesh::start(options).await.expect("mesh starts");
