@@ -355,3 +355,61 @@ async fn garbled_truncated_and_oversized_traces_are_errors() {
         .expect("localised");
     assert_eq!(found.location.line, 3);
 }
+
+/// A repository laid out like the corpus programs' sources (30 lines per file).
+fn corpus_repo() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path().join("repo");
+    let files = [
+        "src/stock.rs",
+        "src/main.rs",
+        "shop/pricing.py",
+        "shop/orders.py",
+        "main.py",
+        "src/main/java/com/example/orders/Pricing.java",
+        "internal/cart/cart.go",
+        "main.go",
+        "lib/cart.js",
+        "app.js",
+    ];
+    for file in files {
+        let path = repo.join(file);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+        let body: String = (1..=30).map(|n| format!("line {n} of {file}\n")).collect();
+        std::fs::write(path, body).expect("file");
+    }
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    git(&repo, &["add", "--all"]);
+    git(&repo, &["commit", "--quiet", "-m", "corpus sources"]);
+    (dir, repo.to_string_lossy().into_owned())
+}
+
+#[tokio::test]
+async fn corpus_traces_localise_to_repository_paths() {
+    let (_dir, repo) = corpus_repo();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/traces");
+    for (fixture, file, line) in [
+        ("rust/panic_backtrace.txt", "src/stock.rs", 15),
+        ("rust/panic_full_backtrace.txt", "src/stock.rs", 15),
+        ("rust/panic_backtrace_from_root.txt", "src/stock.rs", 15),
+        ("python/chained_during_handling.txt", "shop/pricing.py", 6),
+        ("python/stdlib_frames.txt", "shop/pricing.py", 10),
+        (
+            "java/caused_by_chain.txt",
+            "src/main/java/com/example/orders/Pricing.java",
+            5,
+        ),
+        ("go/goroutine_sort_panic.txt", "internal/cart/cart.go", 22),
+        ("go/nil_map_trimpath.txt", "internal/cart/cart.go", 11),
+        ("node/esm_file_urls.txt", "lib/cart.js", 4),
+    ] {
+        let trace = std::fs::read_to_string(corpus.join(fixture)).expect("fixture");
+        let found = localize_in(&repo, &trace).await.expect(fixture);
+        assert_eq!(
+            (found.location.file.as_str(), found.location.line),
+            (file, line),
+            "{fixture}"
+        );
+        assert_eq!(found.culprit.message, "corpus sources", "{fixture}");
+    }
+}
