@@ -171,11 +171,27 @@ async fn canary_of_the_fix_is_promoted_step_by_step_and_errors_drop() {
     assert_eq!(status.stable.as_ref().unwrap().version, rollout.version());
     assert!(status.canary.is_none());
     let (requests, errors) = load.wait_for(400, Duration::from_secs(60)).await;
+    let mut client = h.client.clone();
+    let verify = client
+        .verify(pb::VerifyRequest {
+            service: SERVICE.into(),
+            window: Some(Duration::from_secs(1).try_into().unwrap()),
+            min_requests: 20,
+            max_error_rate: 0.01,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     load.stop().await;
     assert!(
         (errors as f64) < 0.01 * requests as f64,
         "{errors}/{requests} after promotion"
     );
+    assert!(verify.healthy, "{verify:?}");
+    assert_eq!(verify.errors, 0, "{verify:?}");
+    let decision = verify.decision.expect("verify decision");
+    assert_eq!(decision.outcome, "healthy");
+    assert!(decision.confidence > 0.5, "{decision:?}");
     h.service.stop().await.unwrap();
 }
 
