@@ -30,6 +30,8 @@ pub struct LocalizeConfig {
     /// Deadline of each git command.
     #[serde(with = "humantime_serde")]
     pub git_timeout: Duration,
+    /// Localisations running at once; more wait their turn.
+    pub max_concurrent: usize,
 }
 
 impl Default for LocalizeConfig {
@@ -38,6 +40,7 @@ impl Default for LocalizeConfig {
         Self {
             max_trace_bytes: settings.max_trace_bytes,
             git_timeout: settings.git_timeout,
+            max_concurrent: settings.max_concurrent,
         }
     }
 }
@@ -48,6 +51,7 @@ impl LocalizeConfig {
         LocalizeSettings {
             max_trace_bytes: self.max_trace_bytes,
             git_timeout: self.git_timeout,
+            max_concurrent: self.max_concurrent,
         }
     }
 }
@@ -72,6 +76,9 @@ impl Validate for Config {
         });
         problems.check(!self.localize.git_timeout.is_zero(), || {
             "localize.git_timeout must be more than zero".to_owned()
+        });
+        problems.check(self.localize.max_concurrent > 0, || {
+            "localize.max_concurrent must be at least 1".to_owned()
         });
     }
 }
@@ -101,6 +108,7 @@ mod tests {
         let mut config = Config::default();
         config.localize.max_trace_bytes = 0;
         config.localize.git_timeout = Duration::ZERO;
-        assert_eq!(problems(&config).len(), 2);
+        config.localize.max_concurrent = 0;
+        assert_eq!(problems(&config).len(), 3);
     }
 }

@@ -10,7 +10,10 @@ pub mod git;
 pub mod paths;
 pub mod trace;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 pub use self::error::LocalizeError;
 use self::git::{CommitInfo, GitRepo};
@@ -104,6 +107,8 @@ pub struct LocalizeSettings {
     pub max_trace_bytes: usize,
     /// Deadline of each git command.
     pub git_timeout: Duration,
+    /// Localisations running at once; more wait their turn, so git processes stay bounded.
+    pub max_concurrent: usize,
 }
 
 impl Default for LocalizeSettings {
@@ -111,19 +116,28 @@ impl Default for LocalizeSettings {
         LocalizeSettings {
             max_trace_bytes: 1024 * 1024,
             git_timeout: Duration::from_secs(10),
+            max_concurrent: 8,
         }
     }
 }
 
 /// Localises failures from their stack traces.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Localizer {
     settings: LocalizeSettings,
+    permits: Arc<Semaphore>,
+}
+
+impl Default for Localizer {
+    fn default() -> Self {
+        Localizer::new(LocalizeSettings::default())
+    }
 }
 
 impl Localizer {
     pub fn new(settings: LocalizeSettings) -> Self {
-        Localizer { settings }
+        let permits = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
+        Localizer { settings, permits }
     }
 
     /// Finds the faulty line of `query`'s trace in its repository and the commit that wrote it.
@@ -135,6 +149,11 @@ impl Localizer {
                 limit: self.settings.max_trace_bytes,
             });
         }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the localizer never closes its semaphore");
         let text = query.trace_text;
         let traces = tokio::task::spawn_blocking(move || trace::parse(&text))
             .await
