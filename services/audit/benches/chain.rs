@@ -148,6 +148,26 @@ async fn file_store(runs: usize, records: usize) {
         assert!(log.verify().await.expect("verify").is_ok());
     }
     report("file store append, 4 concurrent clients", concurrent);
+    let mut store_only = Vec::new();
+    for _ in 0..runs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(dir.path()).await.expect("store");
+        let mut head = ChainHead::genesis();
+        let time = RecordTime::now();
+        let batches: Vec<Vec<_>> = (0..records / BATCH)
+            .map(|b| {
+                (b * BATCH..(b + 1) * BATCH)
+                    .map(|n| head.seal(record(n), time).expect("seal"))
+                    .collect()
+            })
+            .collect();
+        let started = Instant::now();
+        for batch in &batches {
+            store.append(batch).await.expect("append");
+        }
+        store_only.push(records as f64 / started.elapsed().as_secs_f64());
+    }
+    report("file store only, pre-sealed batches", store_only);
 }
 
 async fn elasticsearch(runs: usize, records: usize) {

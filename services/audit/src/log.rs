@@ -290,6 +290,22 @@ struct Job {
     reply: Reply,
 }
 
+/// One answer of a job before the batch is stored: a record sealed in this batch (by its index
+/// in the batch) or an existing record returned for a repeated idempotency key.
+enum Answer {
+    Sealed(usize),
+    Existing(Box<Record>),
+}
+
+/// A group of jobs sealed onto a tentative head, not yet stored.
+struct SealedGroup {
+    sealed: Vec<Record>,
+    answers: Vec<Vec<Answer>>,
+    head: ChainHead,
+    since_checkpoint: u64,
+    fresh: HashMap<String, Record>,
+}
+
 impl Writer {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         while let Some(command) = commands.recv().await {
@@ -360,15 +376,22 @@ impl Writer {
         }
     }
 
-    async fn commit(&mut self, jobs: Vec<Job>) {
+    async fn commit(&mut self, mut jobs: Vec<Job>) {
         let known = match self.known_keys(&jobs).await {
             Ok(known) => known,
             Err(error) => return fail_all(jobs, &error),
         };
-        let (sealed, results, head, since, fresh) = match self.seal(&jobs, &known) {
-            Ok(sealed) => sealed,
+        let group = match self.seal(&mut jobs, &known) {
+            Ok(group) => group,
             Err(error) => return fail_all(jobs, &error),
         };
+        let SealedGroup {
+            sealed,
+            answers,
+            head,
+            since_checkpoint: since,
+            fresh,
+        } = group;
         let durability = if sealed.is_empty() {
             if self.store.spooled() > 0 {
                 Durability::Spooled
@@ -394,7 +417,16 @@ impl Writer {
             self.recent.clear();
         }
         self.recent.extend(fresh);
-        for (job, records) in jobs.into_iter().zip(results) {
+        // Move each sealed record into its answer rather than cloning it.
+        let mut sealed: Vec<Option<Record>> = sealed.into_iter().map(Some).collect();
+        for (job, answers) in jobs.into_iter().zip(answers) {
+            let records = answers
+                .into_iter()
+                .filter_map(|answer| match answer {
+                    Answer::Sealed(index) => sealed.get_mut(index).and_then(Option::take),
+                    Answer::Existing(record) => Some(*record),
+                })
+                .collect();
             let _ = job.reply.send(Ok(Appended {
                 records,
                 durability,
@@ -420,45 +452,36 @@ impl Writer {
             .collect())
     }
 
-    #[allow(clippy::type_complexity)]
+    /// Seals the records of `jobs` (taking them out of the jobs) onto a copy of the head.
     fn seal(
         &self,
-        jobs: &[Job],
+        jobs: &mut [Job],
         known: &HashMap<String, Record>,
-    ) -> Result<
-        (
-            Vec<Record>,
-            Vec<Vec<Record>>,
-            ChainHead,
-            u64,
-            HashMap<String, Record>,
-        ),
-        LogError,
-    > {
+    ) -> Result<SealedGroup, LogError> {
         let time = RecordTime::now();
         let mut head = self.head.clone();
         let mut since = self.since_checkpoint;
         let mut sealed = Vec::new();
-        let mut results = Vec::with_capacity(jobs.len());
+        let mut answers = Vec::with_capacity(jobs.len());
         let mut fresh: HashMap<String, Record> = HashMap::new();
         for job in jobs {
             let mut out = Vec::with_capacity(job.records.len());
-            for new in &job.records {
+            for new in std::mem::take(&mut job.records) {
                 if let Some(key) = &new.idempotency_key {
                     let existing = fresh
                         .get(key)
                         .or_else(|| self.recent.get(key))
                         .or_else(|| known.get(key));
                     if let Some(existing) = existing {
-                        out.push(existing.clone());
+                        out.push(Answer::Existing(Box::new(existing.clone())));
                         continue;
                     }
                 }
-                let record = head.seal(new.clone(), time)?;
+                let record = head.seal(new, time)?;
                 if let Some(key) = &record.idempotency_key {
                     fresh.insert(key.clone(), record.clone());
                 }
-                out.push(record.clone());
+                out.push(Answer::Sealed(sealed.len()));
                 sealed.push(record);
                 since += 1;
                 if since >= self.interval {
@@ -467,9 +490,15 @@ impl Writer {
                     since = 0;
                 }
             }
-            results.push(out);
+            answers.push(out);
         }
-        Ok((sealed, results, head, since, fresh))
+        Ok(SealedGroup {
+            sealed,
+            answers,
+            head,
+            since_checkpoint: since,
+            fresh,
+        })
     }
 
     /// After a failed append, takes the head from the store again (it may hold part of it).
