@@ -90,6 +90,15 @@ pub fn examples_dir() -> PathBuf {
     root.join("examples")
 }
 
+/// The target directory every build of an example shares, so repeated builds are incremental:
+/// `CARGO_TARGET_DIR` when it is set, else `<workspace root>/target/examples`.
+pub fn example_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => examples_dir().join("..").join("target").join("examples"),
+    }
+}
+
 /// Builds the history described by `example_dir/scenario/scenario.toml` in a new repository at
 /// `dest`.
 ///

@@ -206,16 +206,8 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The target directory shared by every build of the example, so repeated runs are incremental.
 fn example_target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => examples_dir()
-            .parent()
-            .expect("examples/ has a parent")
-            .join("target")
-            .join("examples"),
-    }
+    selfheal_scenario::example_target_dir()
 }
 
 fn cargo_test(repo: &Path) -> Output {

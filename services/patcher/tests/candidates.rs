@@ -215,11 +215,7 @@ async fn the_template_fix_makes_the_target_build_and_pass_its_tests() {
     };
     assert!(git(&["checkout", "--quiet", &scenario.bad_commit]).success());
     assert!(git(&["apply", "fix.diff"]).success());
-    let target_dir = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/examples")
-        });
+    let target_dir = selfheal_scenario::example_target_dir();
     let status = std::process::Command::new("cargo")
         .args(["test", "--locked", "--quiet"])
         .current_dir(&scenario.repo)

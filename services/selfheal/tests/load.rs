@@ -34,11 +34,7 @@ fn load_measures_the_buggy_services_error_rate() {
         .args(["checkout", "--quiet", &scenario.bad_commit])
         .status();
     assert!(git.unwrap().success());
-    let target_dir = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/examples")
-        });
+    let target_dir = selfheal_scenario::example_target_dir();
     let built = Command::new("cargo")
         .args(["build", "--locked", "--quiet"])
         .current_dir(&scenario.repo)

@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,17 +21,7 @@ use tonic::transport::Channel;
 
 pub const SERVICE: &str = "payment-service";
 
-/// The target directory every build of the example shares (the rule `libs/scenario/tests` uses).
-pub fn example_target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => selfheal_scenario::examples_dir()
-            .parent()
-            .expect("examples/ has a parent")
-            .join("target")
-            .join("examples"),
-    }
-}
+pub use selfheal_scenario::example_target_dir;
 
 /// A deployer running in the test's runtime with its own data directory.
 pub struct Harness {

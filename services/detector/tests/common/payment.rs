@@ -20,17 +20,7 @@ pub struct Build {
     _dir: tempfile::TempDir,
 }
 
-/// The target directory shared by every build of the example.
-fn example_target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => selfheal_scenario::examples_dir()
-            .parent()
-            .expect("examples/ has a parent")
-            .join("target")
-            .join("examples"),
-    }
-}
+use selfheal_scenario::example_target_dir;
 
 fn git(repo: &Path, args: &[&str]) {
     let status = std::process::Command::new("git")
