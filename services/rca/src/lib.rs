@@ -5,6 +5,7 @@
 
 mod config;
 mod error;
+pub mod graph;
 mod grpc;
 pub mod localize;
 
