@@ -34,6 +34,8 @@ pub(crate) struct BuildSpec {
 pub(crate) struct BuiltVersion {
     pub(crate) version: String,
     pub(crate) commit: String,
+    /// The repository the version was built from.
+    pub(crate) repository: PathBuf,
     pub(crate) manifest: Manifest,
     /// The deployer's own copy of the artifact, which no later build overwrites.
     pub(crate) artifact: PathBuf,
@@ -219,6 +221,7 @@ impl LocalBuilder {
         Ok(BuiltVersion {
             version: spec.version.clone(),
             commit: spec.commit.clone(),
+            repository: spec.source.repository.clone(),
             manifest,
             artifact: entry.join("bin").join(file_name),
             cached: false,
@@ -250,6 +253,7 @@ impl LocalBuilder {
         Some(BuiltVersion {
             version: spec.version.clone(),
             commit: spec.commit.clone(),
+            repository: spec.source.repository.clone(),
             manifest,
             artifact,
             cached: true,

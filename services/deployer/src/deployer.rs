@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use sha2::Digest;
 use tokio::sync::broadcast;
@@ -37,6 +37,8 @@ struct Running {
     process: Arc<Process>,
     upstream: Arc<Upstream>,
     port: u16,
+    /// When the version's process became healthy.
+    started_at: SystemTime,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +47,8 @@ struct Slots {
     canary: Option<Running>,
     /// The build stable replaced last, for Rollback after a promotion.
     previous: Option<BuiltVersion>,
+    /// When `previous` started serving.
+    previous_started_at: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -316,6 +320,7 @@ impl Deployer {
             });
             let old = slots.stable.replace(running);
             slots.previous = None;
+            slots.previous_started_at = None;
             old
         };
         if let Some(old) = old {
@@ -350,6 +355,13 @@ impl Deployer {
                     .canary
                     .as_ref()
                     .map(|r| version_status(r, canary_weight)),
+                previous_stable: slots.previous.as_ref().map(|built| VersionStatus {
+                    version: built.version.clone(),
+                    commit: built.commit.clone(),
+                    repository: built.repository.display().to_string(),
+                    deployed_at: slots.previous_started_at,
+                    ..VersionStatus::default()
+                }),
                 highest_fencing_token: self.fencing.highest(&state.name).await,
             });
         }
@@ -585,6 +597,7 @@ impl Deployer {
             process,
             upstream,
             port,
+            started_at: SystemTime::now(),
         })
     }
 
@@ -872,6 +885,7 @@ impl Rollout<'_> {
             let old = slots.stable.replace(new);
             if let Some(old) = &old {
                 slots.previous = Some(old.built.clone());
+                slots.previous_started_at = Some(old.started_at);
             }
             old
         };
@@ -938,6 +952,8 @@ fn version_status(running: &Running, weight: u32) -> VersionStatus {
         weight,
         requests: counts.requests,
         errors: counts.errors,
+        repository: running.built.repository.display().to_string(),
+        deployed_at: Some(running.started_at),
     }
 }
 

@@ -265,6 +265,8 @@ impl From<VersionStatus> for pb::VersionStatus {
             weight: v.weight,
             requests: v.requests,
             errors: v.errors,
+            repository: v.repository,
+            deployed_at: v.deployed_at.map(Into::into),
         }
     }
 }
@@ -338,6 +340,7 @@ impl DeployerRpc for DeployerApi {
                     public_address: s.public_address,
                     stable: s.stable.map(Into::into),
                     canary: s.canary.map(Into::into),
+                    previous_stable: s.previous_stable.map(Into::into),
                     highest_fencing_token: s.highest_fencing_token,
                 })
                 .collect(),

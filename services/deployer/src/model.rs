@@ -192,6 +192,10 @@ pub(crate) struct VersionStatus {
     pub(crate) weight: u32,
     pub(crate) requests: u64,
     pub(crate) errors: u64,
+    /// The repository the version was built from.
+    pub(crate) repository: String,
+    /// When the version started serving; unknown for a retired version restored from cache.
+    pub(crate) deployed_at: Option<SystemTime>,
 }
 
 /// A service as the deployer runs it.
@@ -201,6 +205,8 @@ pub(crate) struct ServiceStatus {
     pub(crate) public_address: String,
     pub(crate) stable: Option<VersionStatus>,
     pub(crate) canary: Option<VersionStatus>,
+    /// The stable before the current one: the last known good when the current one is bad.
+    pub(crate) previous_stable: Option<VersionStatus>,
     pub(crate) highest_fencing_token: u64,
 }
 

@@ -170,8 +170,13 @@ async fn canary_of_the_fix_is_promoted_step_by_step_and_errors_drop() {
     assert_eq!(rollout.last_kind(), Kind::Promoted, "{rollout:#?}");
 
     let status = h.status().await;
-    assert_eq!(status.stable.as_ref().unwrap().version, rollout.version());
+    let stable = status.stable.as_ref().unwrap();
+    assert_eq!(stable.version, rollout.version());
+    assert!(!stable.repository.is_empty() && stable.deployed_at.is_some());
     assert!(status.canary.is_none());
+    // The version the fix replaced is reported as the last known good.
+    let previous = status.previous_stable.as_ref().expect("previous stable");
+    assert_eq!(previous.commit, h.scenario.bad_commit, "{status:#?}");
     let (requests, errors) = load.wait_for(400, Duration::from_secs(60)).await;
     let mut client = h.client.clone();
     let verify = client
