@@ -2,6 +2,7 @@
 
 use selfheal_service::ServeError;
 
+use crate::graph::GraphError;
 use crate::localize::LocalizeError;
 
 /// Everything that can go wrong in the rca service.
@@ -18,6 +19,12 @@ pub enum Error {
     /// A request without a field it needs.
     #[error("missing field {0}")]
     MissingField(&'static str),
+    /// A request field with a value that cannot be used.
+    #[error("invalid {field}: {reason}")]
+    InvalidField { field: String, reason: String },
+    /// The dependency graph could not be read or written (analysis degrades instead).
+    #[error(transparent)]
+    Graph(#[from] GraphError),
     #[error(transparent)]
     Localize(#[from] LocalizeError),
 }
@@ -29,7 +36,13 @@ impl From<Error> for tonic::Status {
         let message = error.to_string();
         match &error {
             Error::NotBuilt { .. } => Status::unimplemented(message),
-            Error::MissingField(_) => Status::invalid_argument(message),
+            Error::MissingField(_) | Error::InvalidField { .. } => {
+                Status::invalid_argument(message)
+            }
+            Error::Graph(_) => {
+                tracing::warn!(%error, "graph store failed");
+                Status::unavailable(message)
+            }
             Error::Localize(localize) => match localize {
                 L::TraceTooLarge { .. }
                 | L::InvalidRevision { .. }

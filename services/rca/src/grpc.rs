@@ -1,6 +1,8 @@
 //! The gRPC edge of the rca service: decode, call the domain, encode. Nothing else.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use selfheal_proto::v1::rca_server::Rca;
 use selfheal_proto::v1::{
@@ -10,20 +12,36 @@ use selfheal_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::analysis::Analyzer;
+use crate::analysis::collect::record_of_info;
+use crate::config::AnalysisConfig;
 use crate::error::Error;
-use crate::localize::git::CommitInfo;
+use crate::graph;
+use crate::localize::git::{CommitInfo, GitRepo};
 use crate::localize::{self, Language, Localization, LocalizeQuery, Localizer};
+use crate::validate;
 
 /// Implements `selfheal.v1.Rca`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RcaApi {
     localizer: Arc<Localizer>,
+    analyzer: Arc<Analyzer>,
+    limits: AnalysisConfig,
+    git_timeout: Duration,
 }
 
 impl RcaApi {
-    pub(crate) fn new(localizer: Localizer) -> Self {
+    pub(crate) fn new(
+        localizer: Arc<Localizer>,
+        analyzer: Arc<Analyzer>,
+        limits: AnalysisConfig,
+        git_timeout: Duration,
+    ) -> Self {
         RcaApi {
-            localizer: Arc::new(localizer),
+            localizer,
+            analyzer,
+            limits,
+            git_timeout,
         }
     }
 }
@@ -32,13 +50,10 @@ impl RcaApi {
 impl Rca for RcaApi {
     async fn analyze(
         &self,
-        _request: Request<AnalyzeRequest>,
+        request: Request<AnalyzeRequest>,
     ) -> Result<Response<AnalyzeResponse>, Status> {
-        Err(Error::NotBuilt {
-            rpc: "Analyze",
-            missing: "cause ranking needs the evidence collector and graph store",
-        }
-        .into())
+        let query = validate::analyze_query(request.into_inner(), &self.limits)?;
+        Ok(Response::new(self.analyzer.analyze(query).await))
     }
 
     async fn localize(
@@ -52,35 +67,64 @@ impl Rca for RcaApi {
 
     async fn record_topology(
         &self,
-        _request: Request<RecordTopologyRequest>,
+        request: Request<RecordTopologyRequest>,
     ) -> Result<Response<RecordTopologyResponse>, Status> {
-        Err(Error::NotBuilt {
-            rpc: "RecordTopology",
-            missing: "the dependency graph store",
-        }
-        .into())
+        let edges = validate::edges(&request.into_inner().edges)?;
+        self.analyzer
+            .graph()
+            .record_calls(&edges)
+            .await
+            .map_err(Error::from)?;
+        let distinct: BTreeSet<&graph::CallEdge> = edges.iter().collect();
+        Ok(Response::new(RecordTopologyResponse {
+            edges: u32::try_from(distinct.len()).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn record_deployment(
         &self,
-        _request: Request<RecordDeploymentRequest>,
+        request: Request<RecordDeploymentRequest>,
     ) -> Result<Response<RecordDeploymentResponse>, Status> {
-        Err(Error::NotBuilt {
-            rpc: "RecordDeployment",
-            missing: "the dependency graph store",
-        }
-        .into())
+        let deployment = request
+            .into_inner()
+            .deployment
+            .ok_or(Error::MissingField("deployment"))?;
+        let record = validate::deployment(&deployment)?;
+        // The commit's details come from git when the repository is a local one; a deployment
+        // is recorded either way.
+        let commit = match GitRepo::open(&record.repository, self.git_timeout).await {
+            Ok(repo) => match repo
+                .resolve_commit("deployment.commit", &record.commit)
+                .await
+            {
+                Ok(sha) => repo
+                    .commit(&sha)
+                    .await
+                    .ok()
+                    .filter(|c| c.sha == record.commit),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        self.analyzer
+            .graph()
+            .record_deployment(&record, commit.as_ref().map(record_of_info).as_ref())
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(RecordDeploymentResponse {}))
     }
 
     async fn record_fix(
         &self,
-        _request: Request<RecordFixRequest>,
+        request: Request<RecordFixRequest>,
     ) -> Result<Response<RecordFixResponse>, Status> {
-        Err(Error::NotBuilt {
-            rpc: "RecordFix",
-            missing: "the dependency graph store",
-        }
-        .into())
+        let fix = validate::fix(request.into_inner())?;
+        self.analyzer
+            .graph()
+            .record_fix(&fix)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(RecordFixResponse {}))
     }
 }
 

@@ -185,6 +185,27 @@ impl GitRepo {
         })
     }
 
+    /// Full ids of the commits reachable from `to` and not from `from` (both full ids), newest
+    /// first, at most `limit`.
+    pub async fn commits_between(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, LocalizeError> {
+        let range = format!("{from}..{to}");
+        let max = format!("--max-count={limit}");
+        let output = self
+            .checked(&["rev-list", &max, "--end-of-options", &range])
+            .await?;
+        Ok(String::from_utf8_lossy(&output)
+            .lines()
+            .map(str::trim)
+            .filter(|sha| !sha.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Whether `ancestor` is `descendant` or one of its ancestors.
     pub async fn is_ancestor(
         &self,
