@@ -10,7 +10,10 @@ pub enum Error {
     /// The request is malformed or unsafe (missing field, hostile path, unknown revision shape).
     #[error("{0}")]
     InvalidInput(String),
-    /// A git command failed: an unknown commit, a missing file, a broken repository.
+    /// Something the request names does not exist: the repository, a commit, a file at a commit.
+    #[error("{0}")]
+    NotFound(String),
+    /// A git command failed: a broken repository, a timeout.
     #[error("git {command} failed: {message}")]
     Git { command: String, message: String },
 }
@@ -19,6 +22,7 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         match &error {
             Error::InvalidInput(_) => tonic::Status::invalid_argument(error.to_string()),
+            Error::NotFound(_) => tonic::Status::not_found(error.to_string()),
             Error::Git { .. } => tonic::Status::failed_precondition(error.to_string()),
             Error::Serve(_) => {
                 tracing::error!(%error, "internal error");

@@ -17,6 +17,12 @@ pub(crate) struct Repo {
 
 impl Repo {
     pub(crate) fn open(root: &Path, timeout: Duration) -> Result<Self, Error> {
+        if !root.exists() {
+            return Err(Error::NotFound(format!(
+                "repository {} does not exist",
+                root.display()
+            )));
+        }
         if !root.join(".git").exists() {
             return Err(Error::InvalidInput(format!(
                 "{} is not a git repository",
@@ -31,6 +37,23 @@ impl Repo {
 
     /// Runs `git args…` in the repository and returns its stdout.
     pub(crate) async fn git(&self, args: &[&str]) -> Result<String, Error> {
+        self.git_with(args, &[], None).await
+    }
+
+    /// Runs `git args…` with extra environment variables and, when given, `input` on stdin.
+    pub(crate) async fn git_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        input: Option<&[u8]>,
+    ) -> Result<String, Error> {
+        use std::process::Stdio;
+        use tokio::io::AsyncWriteExt;
+
+        let failed = |message: String| Error::Git {
+            command: args.join(" "),
+            message,
+        };
         let mut command = Command::new("git");
         command
             .arg("-C")
@@ -39,27 +62,35 @@ impl Repo {
             .args(args)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let output = tokio::time::timeout(self.timeout, command.output())
-            .await
-            .map_err(|_| Error::Git {
-                command: args.join(" "),
-                message: format!("timed out after {:?}", self.timeout),
-            })?
-            .map_err(|error| Error::Git {
-                command: args.join(" "),
-                message: error.to_string(),
-            })?;
-        if !output.status.success() {
-            return Err(Error::Git {
-                command: args.join(" "),
-                message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
+        for (key, value) in env {
+            command.env(key, value);
         }
-        String::from_utf8(output.stdout).map_err(|_| Error::Git {
-            command: args.join(" "),
-            message: "output is not UTF-8".into(),
-        })
+        let run = async {
+            let mut child = command.spawn()?;
+            if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+                stdin.write_all(input).await?;
+                drop(stdin);
+            }
+            child.wait_with_output().await
+        };
+        let output = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| failed(format!("timed out after {:?}", self.timeout)))?
+            .map_err(|error| failed(error.to_string()))?;
+        if !output.status.success() {
+            return Err(failed(
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            ));
+        }
+        String::from_utf8(output.stdout).map_err(|_| failed("output is not UTF-8".into()))
     }
 
     /// A full commit id for `rev`, or an error naming it.
@@ -68,17 +99,33 @@ impl Repo {
             return Err(Error::InvalidInput(format!("{rev:?} is not a revision")));
         }
         let spec = format!("{rev}^{{commit}}");
-        Ok(self
-            .git(&["rev-parse", "--verify", "--quiet", &spec])
-            .await?
-            .trim()
-            .to_owned())
+        match self.git(&["rev-parse", "--verify", "--quiet", &spec]).await {
+            Ok(sha) => Ok(sha.trim().to_owned()),
+            Err(Error::Git { message, .. }) if message.is_empty() => Err(Error::NotFound(format!(
+                "commit {rev} is not in repository {}",
+                self.root.display()
+            ))),
+            Err(error) => Err(error),
+        }
     }
 
     /// The content of `path` at `commit` (read from git objects, never from the work tree).
     pub(crate) async fn show(&self, commit: &str, path: &RepoPath) -> Result<String, Error> {
-        self.git(&["show", &format!("{commit}:{}", path.as_str())])
-            .await
+        let object = format!("{commit}:{}", path.as_str());
+        let kind = self.git(&["cat-file", "-t", &object]).await.map_err(|_| {
+            Error::NotFound(format!(
+                "file {} does not exist at commit {commit}",
+                path.as_str()
+            ))
+        })?;
+        if kind.trim() != "blob" {
+            return Err(Error::InvalidInput(format!(
+                "{} is a {} at commit {commit}, not a file",
+                path.as_str(),
+                kind.trim()
+            )));
+        }
+        self.git(&["cat-file", "blob", &object]).await
     }
 }
 

@@ -1,5 +1,5 @@
-//! The patcher: candidate fixes as unified diffs (fix templates per fault class, partial and full
-//! reverts of the culprit commit). Mutations and an LLM provider are planned strategies.
+//! The patcher: candidate fixes as unified diffs — fix templates per fault class, mutations,
+//! partial and full reverts of the culprit commit, and an optional LLM provider.
 //!
 //! The library exposes [`run`]; the binary in `main.rs` only loads configuration and calls it.
 
@@ -10,7 +10,7 @@ mod git;
 mod grpc;
 pub mod strategy;
 
-pub use config::{Config, DEFAULT_GRPC_PORT};
+pub use config::{Config, DEFAULT_GRPC_PORT, LlmConfig};
 pub use error::Error;
 
 use selfheal_proto::v1::patcher_server::PatcherServer;
@@ -27,9 +27,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let host = ServiceHost::new(COMPONENT, selfheal_proto::service_names::PATCHER)?;
+    let mut patcher = strategy::Patcher::new(config.git_timeout);
+    if config.llm.enabled {
+        tracing::info!(base_url = %config.llm.base_url, model = %config.llm.model, "llm provider enabled");
+        patcher = patcher.with_llm(strategy::LlmProvider::new(config.llm.clone())?);
+    }
     host.readiness().set_serving().await;
     let grace = config.server.shutdown_grace;
-    let service = PatcherServer::new(grpc::PatcherApi::new(config));
+    let service = PatcherServer::new(grpc::PatcherApi::new(patcher, config.max_candidates));
     host.serve(service, axum::Router::new(), listeners, shutdown, grace)
         .await?;
     Ok(())

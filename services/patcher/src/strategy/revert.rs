@@ -1,10 +1,10 @@
 //! Reverts of the culprit commit: only the hunk around the localised line (partial), or the
 //! whole commit (full) when no later commit touched its files.
 
-use super::{Candidate, Strategy, candidate_id, short};
+use super::{Candidate, Strategy, Target, candidate_id, short};
 use crate::diff::unified;
 use crate::error::Error;
-use crate::git::{Repo, RepoPath};
+use crate::git::Repo;
 
 /// One `-U0` hunk: old lines replaced by new lines starting at `new_start`.
 #[derive(Debug, PartialEq)]
@@ -14,23 +14,13 @@ struct Hunk {
     new: Vec<String>,
 }
 
-pub(super) async fn partial(
-    repo: &Repo,
-    commit: &str,
-    culprit: &str,
-    path: &RepoPath,
-    source: &str,
-    line: u32,
-) -> Result<Option<Candidate>, Error> {
-    if !is_ancestor(repo, culprit, commit).await? {
-        return Err(Error::InvalidInput(format!(
-            "culprit {} is not in the history of {}",
-            short(culprit),
-            short(commit)
-        )));
-    }
+/// The culprit's hunks that touch the location, each reverted on its own (the one holding the
+/// localised line first), at most three.
+pub(super) async fn partial(target: &Target<'_>, culprit: &str) -> Result<Vec<Candidate>, Error> {
+    let repo = &target.repo;
+    let path = &target.path;
     let Ok(parent) = repo.resolve(&format!("{culprit}^")).await else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let patch = repo
         .git(&[
@@ -44,15 +34,38 @@ pub(super) async fn partial(
             path.as_str(),
         ])
         .await?;
-    let line = line as usize;
-    let Some(hunk) = parse_hunks(&patch)
+    let (first, last) = (target.range.0 as usize, target.range.1 as usize);
+    let line = first;
+    let mut hunks: Vec<Hunk> = parse_hunks(&patch)
         .into_iter()
-        .find(|h| (h.new_start..h.new_start + h.new.len()).contains(&line))
-    else {
-        return Ok(None);
-    };
+        .filter(|h| {
+            // A pure deletion sits between new_start and the line after it.
+            let end = h.new_start + h.new.len().max(1);
+            h.new_start <= last && end > first.saturating_sub(usize::from(h.new.is_empty()))
+        })
+        .collect();
+    hunks.sort_by_key(|h| {
+        let holds_line = (h.new_start..h.new_start + h.new.len().max(1)).contains(&line);
+        (!holds_line, h.new_start)
+    });
+    let mut out = Vec::new();
+    for (index, hunk) in hunks.iter().take(3).enumerate() {
+        if let Some(candidate) = revert_hunk(target, culprit, hunk, index) {
+            out.push(candidate);
+        }
+    }
+    Ok(out)
+}
+
+fn revert_hunk(target: &Target<'_>, culprit: &str, hunk: &Hunk, index: usize) -> Option<Candidate> {
+    let source = &target.source;
+    let path = &target.path;
     let mut lines: Vec<String> = source.split_inclusive('\n').map(str::to_owned).collect();
-    let start = hunk.new_start - 1;
+    let start = if hunk.new.is_empty() {
+        hunk.new_start
+    } else {
+        hunk.new_start - 1
+    };
     let matches_at = |at: usize| {
         at + hunk.new.len() <= lines.len()
             && lines[at..at + hunk.new.len()]
@@ -61,30 +74,32 @@ pub(super) async fn partial(
                 .all(|(have, want)| have.trim_end() == want.trim_end())
     };
     // The hunk may have moved if later commits changed lines above it.
-    let Some(at) = std::iter::once(start)
-        .chain(0..lines.len())
-        .find(|at| matches_at(*at))
-    else {
-        return Ok(None);
+    let at = if hunk.new.is_empty() {
+        (start <= lines.len()).then_some(start)?
+    } else {
+        std::iter::once(start)
+            .chain(0..lines.len())
+            .find(|at| matches_at(*at))?
     };
     let old: Vec<String> = hunk.old.iter().map(|text| format!("{text}\n")).collect();
     lines.splice(at..at + hunk.new.len(), old);
     let (diff, added, removed) = unified(path.as_str(), source, &lines.concat());
-    Ok(Some(Candidate {
+    let shown = at + 1;
+    Some(Candidate {
         id: candidate_id(Strategy::PartialRevert, &diff),
         strategy: Strategy::PartialRevert,
         rationale: format!(
-            "restore the lines that commit {} changed around {}:{line}; safe but drops what that hunk added",
+            "restore the lines that commit {} changed at {}:{shown}; safe but drops what that hunk added",
             short(culprit),
             path.as_str()
         ),
-        confidence: 0.7,
+        confidence: if index == 0 { 0.7 } else { 0.65 },
         files: vec![path.as_str().to_owned()],
         lines_added: added,
         lines_removed: removed,
         template: String::new(),
         diff,
-    }))
+    })
 }
 
 /// The whole culprit commit reversed, or a note saying why not.
@@ -93,13 +108,6 @@ pub(super) async fn full(
     commit: &str,
     culprit: &str,
 ) -> Result<Result<Candidate, String>, Error> {
-    if !is_ancestor(repo, culprit, commit).await? {
-        return Err(Error::InvalidInput(format!(
-            "culprit {} is not in the history of {}",
-            short(culprit),
-            short(commit)
-        )));
-    }
     let Ok(parent) = repo.resolve(&format!("{culprit}^")).await else {
         return Ok(Err(format!(
             "full revert: {} is the first commit",
@@ -153,7 +161,11 @@ pub(super) async fn full(
     }))
 }
 
-async fn is_ancestor(repo: &Repo, ancestor: &str, descendant: &str) -> Result<bool, Error> {
+pub(super) async fn is_ancestor(
+    repo: &Repo,
+    ancestor: &str,
+    descendant: &str,
+) -> Result<bool, Error> {
     match repo
         .git(&["merge-base", "--is-ancestor", ancestor, descendant])
         .await
@@ -176,7 +188,7 @@ fn parse_hunks(patch: &str) -> Vec<Hunk> {
                 .and_then(|range| range.split(',').next())
                 .and_then(|start| start.parse::<usize>().ok());
             current = new_start.map(|new_start| Hunk {
-                new_start: new_start.max(1),
+                new_start,
                 old: Vec::new(),
                 new: Vec::new(),
             });

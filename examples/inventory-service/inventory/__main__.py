@@ -1,0 +1,5 @@
+"""`python3 -m inventory` runs the service."""
+
+from inventory.server import main
+
+main()
