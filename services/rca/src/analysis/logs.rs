@@ -26,8 +26,7 @@ pub enum Importance {
 /// Whether `line` opens a panic, exception or traceback.
 pub fn starts_trace(line: &str) -> bool {
     let trimmed = line.trim_start();
-    line.contains("' panicked at ")
-        || line.contains("') panicked at ")
+    (trimmed.starts_with("thread '") && line.contains(" panicked at "))
         || trimmed.starts_with("panicked at ")
         || trimmed.starts_with("Traceback (most recent call last)")
         || trimmed.starts_with("panic: ")
@@ -376,8 +375,13 @@ impl LogKeeper {
                 let Some(oldest) = self.tiers[trace].front().map(|k| k.block) else {
                     break;
                 };
-                while self.tiers[trace].front().is_some_and(|k| k.block == oldest) && self.over() {
+                if self.tiers[trace].back().is_some_and(|k| k.block == oldest) {
+                    // Only the block being read is left: cut it from the front.
                     self.drop_front(trace);
+                } else {
+                    while self.tiers[trace].front().is_some_and(|k| k.block == oldest) {
+                        self.drop_front(trace);
+                    }
                 }
             }
         }
@@ -428,7 +432,7 @@ mod tests {
     fn finds_blocks_of_every_language() {
         let text = "\
 INFO listening on 8080
-thread 'main' panicked at src/stock.rs:15:51:
+thread 'main' (19992) panicked at src/stock.rs:15:51:
 called `Option::unwrap()` on a `None` value
 note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace
 INFO next

@@ -236,7 +236,7 @@ impl Localizer {
         // decides first, so a stale trace is reported as such rather than as a blame failure.
         let read_snippet = async {
             if entry.size > MAX_SNIPPET_BLOB_BYTES {
-                return Ok(String::new());
+                return Ok((String::new(), frame.function.clone()));
             }
             let blob = repo.blob(&entry.object).await?;
             let text = String::from_utf8_lossy(&blob);
@@ -249,11 +249,16 @@ impl Localizer {
                     commit: deployed.clone(),
                 });
             }
-            Ok(snippet(&lines, frame.line))
+            let function = if frame.function.is_empty() {
+                enclosing_function(&lines, frame.line, parsed.language)
+            } else {
+                frame.function.clone()
+            };
+            Ok((snippet(&lines, frame.line), function))
         };
         let (snippet, culprit_sha) =
             tokio::join!(read_snippet, repo.blame_line(&deployed, &path, frame.line));
-        let (snippet, culprit_sha) = (snippet?, culprit_sha?);
+        let ((snippet, function), culprit_sha) = (snippet?, culprit_sha?);
 
         let in_range = async {
             let Some(good) = &last_good else {
@@ -272,7 +277,7 @@ impl Localizer {
             line: frame.line,
             end_line: frame.line,
             column: frame.column,
-            function: frame.function.clone(),
+            function,
             snippet,
         };
         Ok(Localization {
@@ -303,6 +308,47 @@ fn snippet(lines: &[&str], line: u32) -> String {
         .join("\n")
 }
 
+/// The name of the function whose definition is the nearest above `line` (for traces that name
+/// only a file and line, such as a Rust panic without a backtrace). Empty when none is found.
+fn enclosing_function(lines: &[&str], line: u32, language: Language) -> String {
+    let keyword = match language {
+        Language::Rust => "fn ",
+        Language::Python => "def ",
+        Language::Go => "func ",
+        Language::Java | Language::Node => return String::new(),
+    };
+    let end = (line as usize).min(lines.len());
+    for text in lines[..end].iter().rev() {
+        let code = text.trim_start();
+        let Some(at) = code.find(keyword) else {
+            continue;
+        };
+        // `fn` must start the line or follow qualifiers (`pub`, `async`, `pub(crate)`, …).
+        let before = &code[..at];
+        if !before.split_whitespace().all(|w| {
+            matches!(
+                w,
+                "pub" | "async" | "const" | "unsafe" | "extern" | "static"
+            ) || w.starts_with("pub(")
+        }) {
+            continue;
+        }
+        let mut rest = &code[at + keyword.len()..];
+        if language == Language::Go && rest.starts_with('(') {
+            // A method: skip the receiver.
+            rest = rest.split_once(')').map_or("", |(_, r)| r.trim_start());
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    String::new()
+}
+
 /// A path from a trace, shortened and without control characters, for an error message.
 fn printable(path: &str) -> String {
     path.chars()
@@ -314,6 +360,30 @@ fn printable(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_enclosing_function_is_the_nearest_definition_above() {
+        let rust = [
+            "use x;",
+            "pub fn process_payment(",
+            "    a: u32,",
+            ") {",
+            "    x.unwrap()",
+            "}",
+        ];
+        assert_eq!(
+            enclosing_function(&rust, 5, Language::Rust),
+            "process_payment"
+        );
+        assert_eq!(enclosing_function(&rust, 1, Language::Rust), "");
+        let go = [
+            "func (s *Server) Pay(w http.ResponseWriter) {",
+            "\tpanic(1)",
+        ];
+        assert_eq!(enclosing_function(&go, 2, Language::Go), "Pay");
+        let python = ["def handle(request):", "    return request['x']"];
+        assert_eq!(enclosing_function(&python, 2, Language::Python), "handle");
+    }
 
     #[test]
     fn snippets_stay_inside_the_file() {
