@@ -285,7 +285,8 @@ fn extract_diff(answer: &str) -> Option<String> {
     if !looks_like_diff(&format!("\n{body}")) {
         return None;
     }
-    let mut body = body.trim_end_matches([' ', '\n', '\r']).to_owned();
+    // Only line ends are trimmed: a last context line may be a single space.
+    let mut body = body.trim_end_matches(['\n', '\r']).to_owned();
     body.push('\n');
     Some(body)
 }
@@ -492,6 +493,8 @@ mod tests {
         );
         let bare = "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b";
         assert!(extract_diff(bare).unwrap().starts_with("diff --git"));
+        let blank_context = "--- a/x\n+++ b/x\n@@ -1,2 +1,2 @@\n-a\n+b\n \n\n";
+        assert!(extract_diff(blank_context).unwrap().ends_with("+b\n \n"));
         assert!(extract_diff("I cannot help with that.").is_none());
         assert!(extract_diff("```\nprint('hi')\n```").is_none());
     }
