@@ -172,6 +172,53 @@ fn identifier_at(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Source lines and failure texts are untrusted: no input makes a template panic, and
+        /// every edit changes the line.
+        #[test]
+        fn templates_never_panic_and_always_change_the_line(
+            line in prop::collection::vec(
+                prop_oneof![
+                    "[ -~\u{e9}\u{4e2d}]{0,6}",
+                    prop::sample::select(vec![
+                        ".unwrap()", ".expect(\"", "\"", ")", "(", "[", "]", "&", "?", " + ",
+                        " += ", " - ", " * ", " < ", " >= ", " == ", " && ", " and ", "if ",
+                        "not ", "!", "{", ":", "=", "#", "//", "item", ".x", ".supplier", "1",
+                        "return ", "DEFAULT_X", "..",
+                    ]).prop_map(str::to_owned),
+                ],
+                0..16,
+            ).prop_map(|parts| parts.concat()),
+            context in "[ -~\\n]{0,200}",
+            failure in prop::sample::select(vec![
+                "called `Option::unwrap()` on a `None` value",
+                "called `Result::unwrap()` on an `Err` value: x",
+                "index out of bounds: the len is 1 but the index is 2",
+                "attempt to add with overflow",
+                "overflow",
+                "AttributeError: 'NoneType' object has no attribute 'x'",
+                "TypeError: 'NoneType' object is not subscriptable",
+                "TypeError: 'NoneType' object is not callable",
+                "",
+            ]),
+        ) {
+            let source = format!("{context}\n{line}\n{context}\n");
+            let original = format!("{line}\n");
+            let number = context.matches('\n').count() as u32 + 2;
+            for file in ["src/x.rs", "app/x.py"] {
+                let path = RepoPath::parse(file).unwrap();
+                for edit in at_line(&path, &source, number, failure) {
+                    prop_assert_ne!(&edit.replacement, &original);
+                    prop_assert!(edit.confidence > 0.0 && edit.confidence < 1.0);
+                }
+                for edit in crate::strategy::mutation::at_line(&path, &source, number) {
+                    prop_assert_ne!(&edit.replacement, &original);
+                }
+            }
+        }
+    }
 
     #[test]
     fn finds_the_expression_before_a_member_access() {
