@@ -2,6 +2,8 @@
 
 use selfheal_service::ServeError;
 
+use crate::lock::LockError;
+
 /// Everything that can go wrong in the orchestrator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -14,19 +16,32 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
-    /// An RPC whose behaviour is not built yet; names what is missing.
-    #[error("{rpc} is not available yet: it needs {missing}")]
-    NotBuilt {
-        rpc: &'static str,
-        missing: &'static str,
-    },
+    #[error("cannot set up the lock store: {0}")]
+    LockStore(#[source] LockError),
+    #[error("{field} {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("{field} is required")]
+    MissingField { field: String },
+    #[error("no saga or incident {id:?}")]
+    NotFound { id: String },
+    #[error("{reason}")]
+    FailedPrecondition { reason: String },
+    #[error("{reason}")]
+    Unavailable { reason: String },
 }
 
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         match &error {
-            Error::NotBuilt { .. } => tonic::Status::unimplemented(error.to_string()),
-            Error::Serve(_) | Error::PeerAddress { .. } => {
+            Error::InvalidArgument { .. } | Error::MissingField { .. } => {
+                tonic::Status::invalid_argument(error.to_string())
+            }
+            Error::NotFound { .. } => tonic::Status::not_found(error.to_string()),
+            Error::FailedPrecondition { .. } => {
+                tonic::Status::failed_precondition(error.to_string())
+            }
+            Error::Unavailable { .. } => tonic::Status::unavailable(error.to_string()),
+            Error::Serve(_) | Error::PeerAddress { .. } | Error::LockStore(_) => {
                 tracing::error!(%error, "internal error");
                 tonic::Status::internal("internal error")
             }

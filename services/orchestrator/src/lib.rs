@@ -5,14 +5,24 @@
 //! The library exposes [`run`]; the binary in `main.rs` only loads configuration and calls it.
 
 mod config;
+mod engine;
 mod error;
 mod grpc;
 pub mod lock;
 mod mesh;
 pub mod saga;
 
-pub use config::{Config, DEFAULT_GRPC_PORT, Peers};
+pub use config::{
+    BackoffConfig, CanaryConfig, Config, DEFAULT_GRPC_PORT, EscalationConfig, LockBackend,
+    LockConfig, Peers, SagaConfig, StepDeadlines, VerifyConfig,
+};
+pub use engine::model::{state_from_name, state_name};
 pub use error::Error;
+pub use grpc::{state_from_proto, state_to_proto};
+
+use std::sync::Arc;
+
+use crate::lock::{EmbeddedLockStore, LockStore, RedisLockStore};
 
 use selfheal_proto::v1::orchestrator_server::OrchestratorServer;
 use selfheal_service::{Listeners, ServiceHost};
@@ -29,15 +39,48 @@ pub async fn run(
 ) -> Result<(), Error> {
     let host = ServiceHost::new(COMPONENT, selfheal_proto::service_names::ORCHESTRATOR)?;
     let mesh = mesh::Mesh::connect(&config.peers)?;
+    let locks = lock_store(&config)?;
+    let channel = |name: &'static str| {
+        mesh.channel(name)
+            .expect("every peer of Peers::named has a channel")
+    };
+    let channels = engine::EngineChannels {
+        rca: channel("rca"),
+        patcher: channel("patcher"),
+        gate: channel("safety-gate"),
+        deployer: channel("deployer"),
+        audit: channel("audit"),
+    };
+    let engine = engine::Engine::start(&config, channels, locks, shutdown.child_token());
     host.readiness().set_serving().await;
-    let service = OrchestratorServer::new(grpc::OrchestratorApi::new(mesh));
-    host.serve(
-        service,
-        axum::Router::new(),
-        listeners,
-        shutdown,
-        config.server.shutdown_grace,
-    )
-    .await?;
+    let service = OrchestratorServer::new(grpc::OrchestratorApi::new(mesh, engine.clone()));
+    let served = host
+        .serve(
+            service,
+            axum::Router::new(),
+            listeners,
+            shutdown,
+            config.server.shutdown_grace,
+        )
+        .await;
+    engine.shutdown().await;
+    served?;
     Ok(())
+}
+
+/// The lock store the configuration names.
+fn lock_store(config: &Config) -> Result<Arc<dyn LockStore>, Error> {
+    Ok(match config.lock.backend {
+        LockBackend::Embedded => Arc::new(EmbeddedLockStore::new()),
+        LockBackend::Redis => {
+            let store = RedisLockStore::connect(
+                &config.lock.redis_url,
+                &config.lock.key_prefix,
+                config.lock.timeout,
+            )
+            .map_err(Error::LockStore)?;
+            tracing::info!(url = %config.lock.redis_url, "leases in redis");
+            Arc::new(store)
+        }
+    })
 }

@@ -59,6 +59,14 @@ impl Mesh {
         })
     }
 
+    /// The channel to the peer named `name` (as in [`Peers::named`]).
+    pub(crate) fn channel(&self, name: &str) -> Option<TracedChannel> {
+        self.peers
+            .iter()
+            .find(|peer| peer.name == name)
+            .map(|peer| peer.channel.clone())
+    }
+
     /// Probes every peer's gRPC health concurrently; returns them in configuration order.
     pub(crate) async fn probe_all(&self) -> Vec<(Peer, PeerHealth, Duration)> {
         let probes = self.peers.iter().map(|peer| async move {

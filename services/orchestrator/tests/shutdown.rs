@@ -27,7 +27,10 @@ async fn silent_peer() -> (String, Arc<Notify>) {
     (url, accepted)
 }
 
-fn config_with_peers(url: &str, call_timeout: Duration, grace: Duration) -> Config {
+/// Every peer at `url`, except the audit service, which gets its own silent peer: the saga engine
+/// reads its journal at start-up, and that connection must not count as the probe under test.
+async fn config_with_peers(url: &str, call_timeout: Duration, grace: Duration) -> Config {
+    let (audit, _) = silent_peer().await;
     let mut config = Config::default();
     config.server.shutdown_grace = grace;
     config.peers = Peers {
@@ -36,7 +39,7 @@ fn config_with_peers(url: &str, call_timeout: Duration, grace: Duration) -> Conf
         patcher: url.to_owned(),
         safety_gate: url.to_owned(),
         deployer: url.to_owned(),
-        audit: url.to_owned(),
+        audit,
         call_timeout,
         connect_timeout: call_timeout,
     };
@@ -46,7 +49,8 @@ fn config_with_peers(url: &str, call_timeout: Duration, grace: Duration) -> Conf
 #[tokio::test]
 async fn finishes_in_flight_calls_before_returning_from_shutdown() {
     let (url, accepted) = silent_peer().await;
-    let config = config_with_peers(&url, Duration::from_millis(1500), Duration::from_secs(15));
+    let config =
+        config_with_peers(&url, Duration::from_millis(1500), Duration::from_secs(15)).await;
     let service = ServiceUnderTest::start(|l, s| selfheal_orchestrator::run(config, l, s)).await;
     wait_serving(
         service.grpc_addr,
@@ -84,7 +88,7 @@ async fn finishes_in_flight_calls_before_returning_from_shutdown() {
 #[tokio::test]
 async fn returns_within_the_grace_period_when_a_call_outlives_it() {
     let (url, accepted) = silent_peer().await;
-    let config = config_with_peers(&url, Duration::from_secs(60), Duration::from_millis(300));
+    let config = config_with_peers(&url, Duration::from_secs(60), Duration::from_millis(300)).await;
     let service = ServiceUnderTest::start(|l, s| selfheal_orchestrator::run(config, l, s)).await;
     wait_serving(
         service.grpc_addr,
@@ -108,7 +112,7 @@ async fn returns_within_the_grace_period_when_a_call_outlives_it() {
 #[tokio::test]
 async fn reports_unreachable_peers_without_failing() {
     let (url, _accepted) = silent_peer().await;
-    let config = config_with_peers(&url, Duration::from_millis(200), Duration::from_secs(5));
+    let config = config_with_peers(&url, Duration::from_millis(200), Duration::from_secs(5)).await;
     let service = ServiceUnderTest::start(|l, s| selfheal_orchestrator::run(config, l, s)).await;
     wait_serving(
         service.grpc_addr,

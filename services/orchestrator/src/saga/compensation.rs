@@ -16,7 +16,7 @@ pub struct CompensationFailure {
 /// The compensations of one saga, in registration order.
 #[derive(Default)]
 pub struct CompensationStack {
-    entries: Vec<(String, Box<dyn FnOnce() -> Undo + Send>)>,
+    entries: Vec<(String, Box<dyn FnOnce() -> Undo + Send + Sync>)>,
 }
 
 impl std::fmt::Debug for CompensationStack {
@@ -37,7 +37,7 @@ impl CompensationStack {
     /// in the middle of the step is still undone.
     pub fn register<F, Fut>(&mut self, step: impl Into<String>, undo: F)
     where
-        F: FnOnce() -> Fut + Send + 'static,
+        F: FnOnce() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
         self.entries

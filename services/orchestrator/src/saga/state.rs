@@ -3,6 +3,7 @@
 //! ```text
 //! DETECTED → LOCKED → ANALYZING → PLANNING → PATCHING → GATING → DEPLOYING → VERIFYING → RESOLVED
 //!                                                      GATING ⇄ AWAITING_APPROVAL (needs-human)
+//! PLANNING → DEPLOYING (a bad deploy without a code location: roll back to the previous stable)
 //! any non-final state → ESCALATED | ABORTED;  DEPLOYING, VERIFYING → ROLLED_BACK
 //! ```
 
@@ -31,6 +32,8 @@ pub enum SagaEvent {
     LockAcquired,
     /// The current step finished and the next one starts.
     StepSucceeded,
+    /// The plan is to return to the previous stable version instead of patching.
+    RollbackPlanned,
     /// The gate asked a human.
     NeedsApproval,
     /// A human approved.
@@ -87,6 +90,7 @@ impl SagaState {
             (S::Locked, E::StepSucceeded) => S::Analyzing,
             (S::Analyzing, E::StepSucceeded) => S::Planning,
             (S::Planning, E::StepSucceeded) => S::Patching,
+            (S::Planning, E::RollbackPlanned) => S::Deploying,
             (S::Patching, E::StepSucceeded) => S::Gating,
             (S::Gating, E::StepSucceeded) => S::Deploying,
             (S::Gating, E::NeedsApproval) => S::AwaitingApproval,
@@ -108,9 +112,10 @@ mod tests {
 
     use super::*;
 
-    const EVENTS: [SagaEvent; 7] = [
+    const EVENTS: [SagaEvent; 8] = [
         SagaEvent::LockAcquired,
         SagaEvent::StepSucceeded,
+        SagaEvent::RollbackPlanned,
         SagaEvent::NeedsApproval,
         SagaEvent::Approved,
         SagaEvent::RolledBack,
@@ -127,6 +132,13 @@ mod tests {
             assert_eq!(state, *expected);
         }
         assert!(state.is_final());
+    }
+
+    #[test]
+    fn a_planned_rollback_skips_patch_and_gate() {
+        let deploying = SagaState::Planning.on(SagaEvent::RollbackPlanned).unwrap();
+        assert_eq!(deploying, SagaState::Deploying);
+        assert!(SagaState::Gating.on(SagaEvent::RollbackPlanned).is_err());
     }
 
     #[test]
@@ -161,7 +173,8 @@ mod tests {
 
     proptest! {
         /// Whatever happens, a final state is never left, and RESOLVED is only reached through
-        /// every step of the happy path in order.
+        /// lock, analysis, plan, deploy and verification in order (patch and gate in between
+        /// unless the plan was a rollback).
         #[test]
         fn final_states_are_absorbing_and_resolved_needs_every_step(events in proptest::collection::vec(0..EVENTS.len(), 0..40)) {
             let mut state = SagaState::Detected;
@@ -177,7 +190,12 @@ mod tests {
                 }
             }
             if state == SagaState::Resolved {
-                let mut expected = SagaState::HAPPY_PATH.iter();
+                let patched = visited.contains(&SagaState::Patching);
+                let path: Vec<SagaState> = SagaState::HAPPY_PATH
+                    .into_iter()
+                    .filter(|s| patched || !matches!(s, SagaState::Patching | SagaState::Gating))
+                    .collect();
+                let mut expected = path.iter();
                 let mut next = expected.next();
                 for seen in &visited {
                     if Some(seen) == next { next = expected.next(); }
