@@ -39,6 +39,24 @@ pub enum ScenarioError {
         reason: String,
     },
 
+    /// The example has no scenario file for the requested variant.
+    #[error(
+        "example {} has no scenario variant {variant:?} (no {}); available: {}",
+        example.display(),
+        file.display(),
+        if available.is_empty() { "none".to_owned() } else { available.join(", ") }
+    )]
+    UnknownVariant {
+        /// The example directory given to [`crate::build_variant`].
+        example: PathBuf,
+        /// The variant asked for.
+        variant: String,
+        /// The scenario file that would describe it.
+        file: PathBuf,
+        /// The variants the example has, sorted, as [`crate::variants`] lists them.
+        available: Vec<String>,
+    },
+
     /// The destination exists and is not an empty directory.
     #[error("destination {} exists and is not an empty directory", path.display())]
     DestinationNotEmpty {

@@ -8,8 +8,13 @@
 //! [`build`] replays that history into a fresh repository with the `git` CLI. Authors, emails and
 //! dates come from the scenario file and git runs with a clean environment, so the same data
 //! always gives the same commit ids. After building, the recorded bug location is checked against
-//! the history: the line must contain `.unwrap()` and `git blame` must attribute it to the bug
-//! commit. Otherwise building fails, so the data cannot silently drift from the code it describes.
+//! the history: the line must contain the scenario's `bug_marker` (`.unwrap()` unless the file
+//! names another) and `git blame` must attribute it to the bug commit. Otherwise building fails,
+//! so the data cannot silently drift from the code it describes.
+//!
+//! An example may describe more than one history. Besides `scenario.toml`, every other
+//! `scenario/<variant>.toml` is a named variant (for instance a memory leak or a hang instead of a
+//! crash) in the same format, built with [`build_variant`]; [`variants`] lists them.
 //!
 //! ```no_run
 //! let example = selfheal_scenario::examples_dir().join("payment-service");
@@ -42,7 +47,11 @@ pub const SCENARIO_FILE: &str = "scenario.toml";
 /// The example's selfheal manifest, read for the service name.
 pub const MANIFEST_FILE: &str = "selfheal.toml";
 
-/// The marker the recorded bug line must contain.
+/// The variant name of [`SCENARIO_FILE`]: `build_variant(dir, DEFAULT_VARIANT, dest)` is
+/// `build(dir, dest)`.
+pub const DEFAULT_VARIANT: &str = "scenario";
+
+/// The marker the recorded bug line must contain when the scenario file names no `bug_marker`.
 pub const BUG_MARKER: &str = ".unwrap()";
 
 /// Top-level entries of an example that the snapshot commit leaves out.
@@ -104,8 +113,79 @@ pub fn example_target_dir() -> PathBuf {
 ///
 /// `dest` must not exist or be an empty directory. On error, `dest` may be left partly built.
 pub fn build(example_dir: &Path, dest: &Path) -> Result<Scenario, ScenarioError> {
+    build_from(example_dir, SCENARIO_FILE, dest)
+}
+
+/// Builds the history described by `example_dir/scenario/<variant>.toml` in a new repository at
+/// `dest`, with the same rules and checks as [`build`]; `variant` [`DEFAULT_VARIANT`] is
+/// `scenario.toml` itself.
+///
+/// An unknown variant is an [`ScenarioError::UnknownVariant`] listing the available ones, and
+/// leaves `dest` untouched.
+pub fn build_variant(
+    example_dir: &Path,
+    variant: &str,
+    dest: &Path,
+) -> Result<Scenario, ScenarioError> {
+    let file = format!("{variant}.toml");
+    let path = example_dir.join(SCENARIO_DIR).join(&file);
+    if !is_variant_name(variant) || !path.is_file() {
+        return Err(ScenarioError::UnknownVariant {
+            example: example_dir.to_path_buf(),
+            variant: variant.to_owned(),
+            file: path,
+            available: variants(example_dir)?,
+        });
+    }
+    build_from(example_dir, &file, dest)
+}
+
+/// The scenario variants of an example, sorted: the stem of every `scenario/*.toml` file whose
+/// name is a valid variant name, [`DEFAULT_VARIANT`] among them when `scenario.toml` exists.
+pub fn variants(example_dir: &Path) -> Result<Vec<String>, ScenarioError> {
+    let dir = example_dir.join(SCENARIO_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ScenarioError::Io {
+                action: "list",
+                path: dir,
+                source,
+            });
+        }
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ScenarioError::Io {
+            action: "list",
+            path: dir.clone(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".toml")) else {
+            continue;
+        };
+        if is_variant_name(stem) && entry.path().is_file() {
+            names.push(stem.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// True for a non-empty name of ASCII letters, digits, `-` and `_`: never a path.
+fn is_variant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Builds the history described by `example_dir/scenario/<file>`.
+fn build_from(example_dir: &Path, file: &str, dest: &Path) -> Result<Scenario, ScenarioError> {
     let scenario_dir = example_dir.join(SCENARIO_DIR);
-    let spec = ScenarioSpec::load(&scenario_dir.join(SCENARIO_FILE))?;
+    let spec = ScenarioSpec::load(&scenario_dir.join(file))?;
 
     prepare_destination(dest)?;
     let repo = std::path::absolute(dest).map_err(|source| ScenarioError::Io {
@@ -164,11 +244,17 @@ pub fn build(example_dir: &Path, dest: &Path) -> Result<Scenario, ScenarioError>
     let (bad_commit, good_commit) = match (commits.get(bug), bug.checked_sub(1)) {
         (Some(bad), Some(good)) => match commits.get(good) {
             Some(good) => (bad.sha.clone(), good.sha.clone()),
-            None => return Err(missing_bug_commit(&scenario_dir)),
+            None => return Err(missing_bug_commit(&scenario_dir, file)),
         },
-        _ => return Err(missing_bug_commit(&scenario_dir)),
+        _ => return Err(missing_bug_commit(&scenario_dir, file)),
     };
-    verify_bug_location(&git, &bad_commit, &spec.bug_file, spec.bug_line)?;
+    verify_bug_location(
+        &git,
+        &bad_commit,
+        &spec.bug_file,
+        spec.bug_line,
+        spec.bug_marker(),
+    )?;
     let service = service_name(&repo.join(MANIFEST_FILE))?;
 
     Ok(Scenario {
@@ -182,9 +268,9 @@ pub fn build(example_dir: &Path, dest: &Path) -> Result<Scenario, ScenarioError>
     })
 }
 
-fn missing_bug_commit(scenario_dir: &Path) -> ScenarioError {
+fn missing_bug_commit(scenario_dir: &Path, file: &str) -> ScenarioError {
     ScenarioError::Invalid {
-        path: scenario_dir.join(SCENARIO_FILE),
+        path: scenario_dir.join(file),
         reason: "the bug commit or its parent is missing".to_owned(),
     }
 }
@@ -280,12 +366,13 @@ fn copy_dir(from: &Path, to: &Path, top_level: bool) -> Result<(), ScenarioError
     Ok(())
 }
 
-/// Checks that `file:line` at `bad_commit` contains [`BUG_MARKER`] and was written by that commit.
+/// Checks that `file:line` at `bad_commit` contains `marker` and was written by that commit.
 fn verify_bug_location(
     git: &Git,
     bad_commit: &str,
     file: &Path,
     line: u32,
+    marker: &str,
 ) -> Result<(), ScenarioError> {
     let mismatch = |reason: String| ScenarioError::BugLocation {
         file: file.to_path_buf(),
@@ -302,9 +389,9 @@ fn verify_bug_location(
         let count = contents.lines().count();
         return Err(mismatch(format!("the file has only {count} lines")));
     };
-    if !text.contains(BUG_MARKER) {
+    if !text.contains(marker) {
         return Err(mismatch(format!(
-            "the line is {:?}, which does not contain `{BUG_MARKER}`",
+            "the line is {:?}, which does not contain `{marker}`",
             text.trim()
         )));
     }

@@ -14,6 +14,9 @@ pub(crate) struct ScenarioSpec {
     pub(crate) bug_file: PathBuf,
     /// The 1-based line of the bug in the bug commit's tree.
     pub(crate) bug_line: u32,
+    /// Text the bug line must contain; [`crate::BUG_MARKER`] when not given.
+    #[serde(default)]
+    pub(crate) bug_marker: Option<String>,
     /// The commits, oldest first.
     pub(crate) commits: Vec<CommitSpec>,
 }
@@ -78,6 +81,11 @@ impl ScenarioSpec {
         Ok(spec)
     }
 
+    /// The text the bug line must contain.
+    pub(crate) fn bug_marker(&self) -> &str {
+        self.bug_marker.as_deref().unwrap_or(crate::BUG_MARKER)
+    }
+
     /// The index of the bug commit; only valid after validation.
     pub(crate) fn bug_index(&self) -> usize {
         self.commits.iter().position(|c| c.bug).unwrap_or(0)
@@ -130,6 +138,13 @@ impl ScenarioSpec {
         }
         if self.commits.first().is_some_and(|c| c.bug) {
             return Err("the bug commit needs a parent, the good commit".to_owned());
+        }
+        if self
+            .bug_marker
+            .as_ref()
+            .is_some_and(|m| m.trim().is_empty())
+        {
+            return Err("bug_marker must not be empty".to_owned());
         }
         if self.bug_line == 0 {
             return Err("bug_line is 1-based and must not be 0".to_owned());
@@ -193,6 +208,7 @@ mod tests {
         ScenarioSpec {
             bug_file: PathBuf::from("src/lib.rs"),
             bug_line: 3,
+            bug_marker: None,
             commits,
         }
     }
@@ -251,9 +267,22 @@ mod tests {
         let mut s = spec(good.clone());
         s.bug_file = PathBuf::from("../outside.rs");
         assert!(s.validate().is_err());
-        let mut s = spec(good);
+        let mut s = spec(good.clone());
         s.commits[0].date = "yesterday".to_owned();
         assert!(s.validate().unwrap_err().contains("date"));
+        let mut s = spec(good);
+        s.bug_marker = Some(" ".to_owned());
+        assert!(s.validate().unwrap_err().contains("bug_marker"));
+    }
+
+    #[test]
+    fn bug_marker_defaults_to_unwrap() {
+        let good = vec![commit(true, None, false), commit(false, Some("b"), true)];
+        let mut s = spec(good);
+        assert_eq!(s.bug_marker(), ".unwrap()");
+        s.bug_marker = Some(".expect(".to_owned());
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(s.bug_marker(), ".expect(");
     }
 
     #[test]
