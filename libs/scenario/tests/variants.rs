@@ -43,6 +43,10 @@ fn line_at(repo: &Path, commit: &str, file: &Path, line: u32) -> Option<String> 
 #[test]
 fn lists_the_variants_of_each_example() {
     assert_eq!(variants(&payment()).unwrap(), ["leak", "loop", "scenario"]);
+    assert_eq!(
+        variants(&examples_dir().join("chain-service")).unwrap(),
+        ["scenario"]
+    );
     let dir = tempfile::tempdir().unwrap();
     assert!(variants(dir.path()).unwrap().is_empty());
 }
