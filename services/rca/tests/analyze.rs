@@ -296,7 +296,8 @@ async fn losing_neo4j_mid_run_lowers_confidence_and_says_why() {
     config.graph.backend = selfheal_rca::GraphBackend::Neo4j;
     config.graph.uri = format!("bolt://{}", proxy.addr);
     config.graph.password = "neo4j".into();
-    config.graph.namespace = unique("rca-cut");
+    let namespace = unique("rca-cut");
+    config.graph.namespace = namespace.clone();
     config.graph.query_timeout = Duration::from_secs(3);
     let rca = Rca::start(config).await;
     let mut client = rca.client.clone();
@@ -389,6 +390,16 @@ async fn losing_neo4j_mid_run_lowers_confidence_and_says_why() {
     assert!(decision.reasoning.contains("graph store unreachable"));
     rca.stop().await;
     stop_deployer.cancel();
+    let direct = selfheal_rca::graph::Neo4jGraph::open(&selfheal_rca::graph::Neo4jSettings {
+        uri: format!("bolt://{neo4j}"),
+        user: "neo4j".into(),
+        password: "neo4j".into(),
+        namespace,
+        query_timeout: Duration::from_secs(10),
+        max_connections: 1,
+    })
+    .expect("pool");
+    direct.clear_namespace().await.expect("test data removed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,8 @@ async fn neo4j_graph_passes_the_graph_store_conformance_suite() {
         .expect("pool");
     ready(&graph).await;
     conformance::run_all(&graph, &namespace).await;
+    graph.clear_namespace().await.expect("cleared");
+    assert!(graph.topology().await.expect("topology").is_empty());
 }
 
 #[tokio::test]
@@ -55,6 +57,7 @@ async fn namespaces_do_not_see_each_other() {
     assert_eq!(a.callees("x").await.expect("callees"), vec!["y".to_owned()]);
     assert!(b.callees("x").await.expect("callees").is_empty());
     assert!(b.topology().await.expect("topology").is_empty());
+    a.clear_namespace().await.expect("cleared");
 }
 
 #[tokio::test]

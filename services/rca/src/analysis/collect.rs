@@ -581,21 +581,20 @@ impl Collector {
         from: SystemTime,
         t0: SystemTime,
     ) -> Result<Vec<Deployment>, crate::graph::GraphError> {
-        let mut found = Vec::new();
-        for service in services {
-            let in_window = self
-                .graph
-                .deployments(service, from, t0 + Duration::from_secs(30))
-                .await?;
-            let latest = self.graph.latest_deployment_before(service, t0).await?;
-            found.extend(
-                in_window
-                    .into_iter()
-                    .chain(latest)
-                    .map(deployment_of_record),
-            );
-        }
-        Ok(found)
+        let per_service = services.iter().map(|service| async move {
+            let (in_window, latest) = tokio::try_join!(
+                self.graph
+                    .deployments(service, from, t0 + Duration::from_secs(30)),
+                self.graph.latest_deployment_before(service, t0),
+            )?;
+            Ok::<_, crate::graph::GraphError>(in_window.into_iter().chain(latest))
+        });
+        let found = futures::future::try_join_all(per_service).await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .map(deployment_of_record)
+            .collect())
     }
 
     async fn git_commits(&self, request: &CollectRequest, gaps: &mut Vec<String>) -> Vec<Commit> {

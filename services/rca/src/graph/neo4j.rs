@@ -198,6 +198,16 @@ impl Neo4jGraph {
             .map(|_| ())
     }
 
+    /// Deletes every node of this store's namespace and its relationships (tests and
+    /// decommissioning; other namespaces are untouched).
+    pub async fn clear_namespace(&self) -> Result<(), GraphError> {
+        self.run_raw(
+            query("MATCH (n {namespace: $namespace}) DETACH DELETE n")
+                .param("namespace", self.namespace.as_str()),
+        )
+        .await
+    }
+
     async fn run_raw(&self, q: Query) -> Result<(), GraphError> {
         match tokio::time::timeout(self.timeout, self.graph.run(q)).await {
             Ok(Ok(_)) => Ok(()),
