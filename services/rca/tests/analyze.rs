@@ -466,3 +466,95 @@ async fn a_100_mb_log_is_read_within_a_bounded_memory_and_its_panics_are_found()
     rca.stop().await;
     stop_deployer.cancel();
 }
+
+#[tokio::test]
+async fn logs_in_an_elasticsearch_index_are_evidence() {
+    let url = std::env::var("SELFHEAL_TEST_ELASTICSEARCH_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:9200".to_owned());
+    let index = unique("rca-logs");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let t0 = SystemTime::now() - Duration::from_secs(30);
+    let at = |back: u64| {
+        (t0 - Duration::from_secs(back))
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis() as u64
+    };
+    let mut bulk = String::new();
+    let mut docs = vec![
+        ("inventory", "INFO reserved 3 items".to_owned(), 20),
+        ("checkout", "INFO order placed".to_owned(), 19),
+    ];
+    docs.extend(
+        CUSTOMER_PANIC
+            .iter()
+            .enumerate()
+            .map(|(i, line)| ("inventory", (*line).to_owned(), 10 - i as u64)),
+    );
+    for (service, message, back) in &docs {
+        bulk.push_str("{\"index\":{}}\n");
+        bulk.push_str(
+            &serde_json::json!({"service": service, "message": message, "@timestamp": at(*back)})
+                .to_string(),
+        );
+        bulk.push('\n');
+    }
+    let created = http
+        .put(format!("{url}/{index}"))
+        .json(&serde_json::json!({"mappings": {"properties": {
+            "@timestamp": {"type": "date", "format": "epoch_millis||strict_date_optional_time"},
+            "service": {"type": "keyword"},
+            "message": {"type": "text"}
+        }}}))
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nhint: start the test servers with `bash scripts/backends.sh start opensearch`"
+            )
+        });
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+    let indexed = http
+        .post(format!("{url}/{index}/_bulk?refresh=true"))
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .await
+        .expect("bulk indexed");
+    assert!(indexed.status().is_success(), "{:?}", indexed.text().await);
+
+    let mut config = quiet_config();
+    config.sources.elasticsearch_url = url.clone();
+    config.sources.elasticsearch_index = index.clone();
+    let rca = Rca::start(config).await;
+    let response = rca
+        .analyze(pb::AnalyzeRequest {
+            incident: Some(incident("inc-es", "inventory", t0)),
+            ..Default::default()
+        })
+        .await
+        .expect("analysed");
+    let evidence = response.evidence.expect("evidence");
+    let texts: Vec<&str> = evidence.logs.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts.len(), 4, "only the incident's service: {texts:#?}");
+    assert_eq!(texts[0], "INFO reserved 3 items", "oldest first");
+    assert!(
+        evidence
+            .logs
+            .iter()
+            .all(|l| l.at.is_some() && l.service == "inventory")
+    );
+    assert!(
+        !evidence.gaps.iter().any(|g| g.contains("log index")),
+        "{:#?}",
+        evidence.gaps
+    );
+    let report = response.report.expect("report");
+    assert_eq!(report.causes[0].service, "inventory");
+    assert!(report.causes[0].trace_text.contains("customers.rs:88"));
+    rca.stop().await;
+    let _ = http.delete(format!("{url}/{index}")).send().await;
+}
