@@ -224,22 +224,28 @@ impl Patcher {
         validate(request)?;
         let repo = Repo::open(&request.repository, self.git_timeout)?;
         let path = RepoPath::parse(&request.file)?;
-        let commit = repo.resolve(&request.commit).await?;
-        let culprit = match &request.culprit {
-            Some(culprit) => {
-                let culprit = repo.resolve(culprit).await?;
-                if !revert::is_ancestor(&repo, &culprit, &commit).await? {
-                    return Err(Error::InvalidInput(format!(
-                        "culprit {} is not in the history of {}",
-                        short(&culprit),
-                        short(&commit)
-                    )));
-                }
-                Some(culprit)
+        // Independent git commands run concurrently: each is a process of its own.
+        let (commit, culprit) = tokio::join!(repo.resolve(&request.commit), async {
+            match &request.culprit {
+                Some(culprit) => repo.resolve(culprit).await.map(Some),
+                None => Ok(None),
             }
-            None => None,
-        };
-        let source = repo.show(&commit, &path).await?;
+        });
+        let (commit, culprit) = (commit?, culprit?);
+        let (source, ancestry) = tokio::join!(repo.show(&commit, &path), async {
+            match &culprit {
+                Some(culprit) => revert::is_ancestor(&repo, culprit, &commit).await,
+                None => Ok(true),
+            }
+        });
+        if let (false, Some(culprit)) = (ancestry?, &culprit) {
+            return Err(Error::InvalidInput(format!(
+                "culprit {} is not in the history of {}",
+                short(culprit),
+                short(&commit)
+            )));
+        }
+        let source = source?;
         let count = source.split_inclusive('\n').count() as u32;
         if request.line > count {
             return Err(Error::InvalidInput(format!(
@@ -310,8 +316,25 @@ impl Patcher {
 
         match &target.culprit {
             Some(culprit) => {
-                if wanted(Strategy::PartialRevert) {
-                    let found = revert::partial(target, culprit).await?;
+                let (partial, full) = tokio::join!(
+                    async {
+                        if wanted(Strategy::PartialRevert) {
+                            revert::partial(target, culprit).await.map(Some)
+                        } else {
+                            Ok(None)
+                        }
+                    },
+                    async {
+                        if wanted(Strategy::FullRevert) {
+                            revert::full(&target.repo, &target.commit, culprit)
+                                .await
+                                .map(Some)
+                        } else {
+                            Ok(None)
+                        }
+                    }
+                );
+                if let Some(found) = partial? {
                     if found.is_empty() {
                         out.notes.push(format!(
                             "partial revert: no hunk of {} touches {place}",
@@ -320,11 +343,10 @@ impl Patcher {
                     }
                     out.candidates.extend(found);
                 }
-                if wanted(Strategy::FullRevert) {
-                    match revert::full(&target.repo, &target.commit, culprit).await? {
-                        Ok(candidate) => out.candidates.push(candidate),
-                        Err(note) => out.notes.push(note),
-                    }
+                match full? {
+                    Some(Ok(candidate)) => out.candidates.push(candidate),
+                    Some(Err(note)) => out.notes.push(note),
+                    None => {}
                 }
             }
             None => out.notes.push("revert: no culprit commit was given".into()),

@@ -128,9 +128,10 @@ pub(super) async fn full(
             short(culprit)
         )));
     }
-    let diff = repo
-        .git(&["diff", "--no-color", "--no-ext-diff", culprit, &parent])
-        .await?;
+    let diff_args = ["diff", "--no-color", "--no-ext-diff", culprit, &parent];
+    let log_args = ["log", "-1", "--format=%s", culprit];
+    let (diff, subject) = tokio::join!(repo.git(&diff_args), repo.git(&log_args));
+    let (diff, subject) = (diff?, subject?.trim().to_owned());
     let (added, removed) = diff.lines().fold((0u32, 0u32), |(a, r), line| {
         if line.starts_with('+') && !line.starts_with("+++") {
             (a + 1, r)
@@ -140,11 +141,6 @@ pub(super) async fn full(
             (a, r)
         }
     });
-    let subject = repo
-        .git(&["log", "-1", "--format=%s", culprit])
-        .await?
-        .trim()
-        .to_owned();
     Ok(Ok(Candidate {
         id: candidate_id(Strategy::FullRevert, &diff),
         strategy: Strategy::FullRevert,
