@@ -129,14 +129,9 @@ pub async fn patcher(
     (service, client)
 }
 
-/// The inventory-service example's scenario, replayed with git.
-pub struct PythonScenario {
-    pub repo: PathBuf,
-    pub good_commit: String,
-    pub bad_commit: String,
-    pub bug_file: String,
-    pub bug_line: u32,
-    pub service: String,
+/// The inventory-service example's scenario history, built by `selfheal-scenario`.
+pub fn python_scenario(dest: &Path) -> selfheal_scenario::Scenario {
+    selfheal_scenario::build(&inventory_example(), dest).expect("the inventory scenario builds")
 }
 
 /// The `examples` directory of the checkout these tests were built from.
@@ -150,84 +145,4 @@ pub fn examples_dir() -> PathBuf {
 
 pub fn inventory_example() -> PathBuf {
     examples_dir().join("inventory-service")
-}
-
-/// Replays `examples/inventory-service/scenario/scenario.toml` into `dest`: the example's files
-/// as the first commit, then each patch with `git apply`, with the recorded authors and dates.
-pub fn python_scenario(dest: &Path) -> PythonScenario {
-    let example = inventory_example();
-    let scenario_dir = example.join("scenario");
-    let spec: toml::Value =
-        toml::from_str(&std::fs::read_to_string(scenario_dir.join("scenario.toml")).unwrap())
-            .unwrap();
-    std::fs::create_dir_all(dest).unwrap();
-    git(dest, &["init", "--quiet", "--initial-branch=main"]);
-    let (mut good, mut bad) = (String::new(), String::new());
-    let mut previous = String::new();
-    for commit in spec["commits"].as_array().unwrap() {
-        if commit.get("snapshot").and_then(toml::Value::as_bool) == Some(true) {
-            copy_tree(&example, dest, true);
-        } else {
-            let patch = scenario_dir.join(commit["patch"].as_str().unwrap());
-            git(dest, &["apply", "--index", patch.to_str().unwrap()]);
-        }
-        git(dest, &["add", "--all"]);
-        let (name, email, date) = (
-            commit["author_name"].as_str().unwrap(),
-            commit["author_email"].as_str().unwrap(),
-            commit["date"].as_str().unwrap(),
-        );
-        let status = git_command(dest)
-            .env("GIT_AUTHOR_NAME", name)
-            .env("GIT_AUTHOR_EMAIL", email)
-            .env("GIT_AUTHOR_DATE", date)
-            .env("GIT_COMMITTER_NAME", name)
-            .env("GIT_COMMITTER_EMAIL", email)
-            .env("GIT_COMMITTER_DATE", date)
-            .args([
-                "commit",
-                "--quiet",
-                "-m",
-                commit["message"].as_str().unwrap(),
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let sha = git(dest, &["rev-parse", "HEAD"]).trim().to_owned();
-        if commit.get("bug").and_then(toml::Value::as_bool) == Some(true) {
-            good = previous.clone();
-            bad = sha.clone();
-        }
-        previous = sha;
-    }
-    let manifest: toml::Value =
-        toml::from_str(&std::fs::read_to_string(dest.join("selfheal.toml")).unwrap()).unwrap();
-    PythonScenario {
-        repo: dest.to_owned(),
-        good_commit: good,
-        bad_commit: bad,
-        bug_file: spec["bug_file"].as_str().unwrap().to_owned(),
-        bug_line: u32::try_from(spec["bug_line"].as_integer().unwrap()).unwrap(),
-        service: manifest["service"]["name"].as_str().unwrap().to_owned(),
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path, top: bool) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if top && ["scenario", "target", ".git"].iter().any(|n| name == *n) {
-            continue;
-        }
-        if name == "__pycache__" || name == "dist" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target, false);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
