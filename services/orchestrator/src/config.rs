@@ -472,3 +472,63 @@ impl ServiceConfig for Config {
         &mut self.server
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(config: &Config) -> Vec<String> {
+        let mut problems = Problems::default();
+        config.validate(&mut problems);
+        problems.into_vec()
+    }
+
+    #[test]
+    fn defaults_are_valid_embedded_and_canary_10_50_100() {
+        let config = Config::default();
+        assert!(problems(&config).is_empty(), "{:?}", problems(&config));
+        assert_eq!(config.lock.backend, LockBackend::Embedded);
+        assert_eq!(config.saga.canary.steps, [10, 50, 100]);
+        assert!((config.saga.min_confidence - 0.6).abs() < f64::EPSILON);
+        assert!(
+            config.saga.deadlines.lock > config.lock.ttl,
+            "a crashed holder's lease can lapse within the lock step"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut config = Config::default();
+        config.lock.backend = LockBackend::Redis;
+        config.lock.redis_url = "localhost:6379".into();
+        config.saga.max_parallel = 0;
+        config.saga.min_confidence = 1.5;
+        config.saga.criticality.insert("svc".into(), -1.0);
+        config.saga.canary.steps = vec![50, 10];
+        config.saga.deadlines.deploy = Duration::ZERO;
+        config.escalation.webhook_url = "ftp://x".into();
+        let found = problems(&config);
+        for needle in [
+            "lock.redis_url",
+            "saga.max_parallel",
+            "saga.min_confidence",
+            "saga.criticality.svc",
+            "saga.canary.steps",
+            "saga.deadlines.deploy",
+            "escalation.webhook_url",
+        ] {
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "{needle} missing in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn criticality_falls_back_to_the_default() {
+        let mut saga = SagaConfig::default();
+        saga.criticality.insert("payment-service".into(), 0.9);
+        assert!((saga.criticality_of("payment-service") - 0.9).abs() < f64::EPSILON);
+        assert!((saga.criticality_of("other") - 0.5).abs() < f64::EPSILON);
+    }
+}

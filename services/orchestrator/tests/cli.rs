@@ -50,6 +50,38 @@ fn dump_config_shows_file_then_env_then_cli_precedence() {
 }
 
 #[test]
+fn lock_backend_canary_plan_and_deadlines_are_configurable() {
+    let output = binary()
+        .env("SELFHEAL_LOCK__BACKEND", "redis")
+        .args([
+            "--set",
+            "saga.deadlines.deploy=25m",
+            "--set",
+            "saga.canary.analysis_window=45s",
+            "--set",
+            "escalation.webhook_url=http://127.0.0.1:9/hook",
+            "--dump-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "backend = \"redis\"",
+        "deploy = \"25m\"",
+        "analysis_window = \"45s\"",
+        "webhook_url = \"http://127.0.0.1:9/hook\"",
+        "steps = [",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in:\n{text}");
+    }
+}
+
+#[test]
 fn invalid_configuration_lists_every_problem_and_exits_64_before_binding() {
     let output = binary()
         .env("SELFHEAL_PEERS__AUDIT", "audit:50057")

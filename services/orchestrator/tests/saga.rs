@@ -720,3 +720,30 @@ async fn bad_requests_are_invalid_arguments() {
         .unwrap_err();
     assert_eq!(state.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn no_candidate_or_every_candidate_rejected_escalates_without_deploying() {
+    let mut h = Harness::start(
+        Behaviour {
+            candidates: 0,
+            ..Behaviour::default()
+        },
+        |_| {},
+    )
+    .await;
+    let none = h.report(incident("inc-n", "fraud")).await;
+    let saga = h.wait_state(&none.saga_id, pb::SagaState::Escalated).await;
+    assert!(saga.outcome.contains("no candidate"), "{}", saga.outcome);
+    assert!(h.fakes.calls("Evaluate").is_empty());
+
+    h.fakes.set(|b| {
+        b.candidates = 2;
+        b.gate = pb::GateOutcome::Reject;
+    });
+    let rejected = h.report(incident("inc-rj", "risk")).await;
+    let saga = h
+        .wait_state(&rejected.saga_id, pb::SagaState::Escalated)
+        .await;
+    assert!(saga.outcome.contains("rejected"), "{}", saga.outcome);
+    assert!(h.fakes.calls("Deploy").is_empty());
+}

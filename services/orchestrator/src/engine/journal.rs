@@ -51,22 +51,37 @@ impl Journal {
         fencing_token: u64,
         entry: Entry,
     ) -> Result<(), StepError> {
-        let record = NewRecord {
-            kind: entry.kind.into(),
-            saga_id: saga_id.to_owned(),
-            incident_id: incident_id.to_owned(),
-            step: entry.step,
-            actor: self.actor.clone(),
-            fencing_token,
-            payload: Some(to_struct(&entry.payload)),
-            decision: entry.decision,
-            idempotency_key: entry.key,
-            ..Default::default()
-        };
+        self.append_all(saga_id, incident_id, vec![(entry, fencing_token)])
+            .await
+    }
+
+    /// Appends records of `saga_id` in one request (one write for the audit service), in order,
+    /// each with the fencing token it was made under.
+    pub(crate) async fn append_all(
+        &self,
+        saga_id: &str,
+        incident_id: &str,
+        entries: Vec<(Entry, u64)>,
+    ) -> Result<(), StepError> {
+        let records: Vec<NewRecord> = entries
+            .into_iter()
+            .map(|(entry, fencing_token)| NewRecord {
+                kind: entry.kind.into(),
+                saga_id: saga_id.to_owned(),
+                incident_id: incident_id.to_owned(),
+                step: entry.step,
+                actor: self.actor.clone(),
+                fencing_token,
+                payload: Some(to_struct(&entry.payload)),
+                decision: entry.decision,
+                idempotency_key: entry.key,
+                ..Default::default()
+            })
+            .collect();
         retry_step(self.policy, |_, left| {
             let mut client = self.client.clone();
             let mut request = tonic::Request::new(AppendRequest {
-                records: vec![record.clone()],
+                records: records.clone(),
                 ..Default::default()
             });
             request.set_timeout(left);

@@ -88,6 +88,8 @@ struct SagaRun {
     keeper: Option<CancellationToken>,
     compensations: CompensationStack,
     journal_dead: bool,
+    /// Records made since the last write; written together before the next step calls anyone.
+    pending: std::sync::Mutex<Vec<(Entry, u64)>>,
     decisions_seen: HashSet<String>,
     source: pb::SourceRef,
     last_good: String,
@@ -123,6 +125,7 @@ pub(crate) async fn drive(inner: Arc<Inner>, saga: Arc<SagaHandle>, resume: Resu
         keeper: None,
         compensations: CompensationStack::new(),
         journal_dead: false,
+        pending: std::sync::Mutex::new(Vec::new()),
         decisions_seen: HashSet::new(),
         source: pb::SourceRef::default(),
         last_good: String::new(),
@@ -236,12 +239,14 @@ impl SagaRun {
                     }
                 );
                 self.note(json!({ "stopping": reason }), "stopping").await;
+                self.flush_or_log().await;
                 self.compensate().await;
                 (SagaEvent::Abort, reason)
             }
             (_, Some(Stop::LeaseLost(message))) => {
                 let reason = format!("lease lost: {message}");
                 self.note(json!({ "stopping": reason }), "stopping").await;
+                self.flush_or_log().await;
                 self.compensate().await;
                 (SagaEvent::Abort, reason)
             }
@@ -331,6 +336,9 @@ impl SagaRun {
         {
             tracing::error!(saga_id = %self.saga.id, %error, "final state not journaled");
         }
+        if let Err(error) = self.flush().await {
+            tracing::error!(saga_id = %self.saga.id, %error, "final records not journaled");
+        }
         self.saga.update(|data| {
             data.view.state = final_state;
             data.view.outcome = reason.clone();
@@ -361,11 +369,35 @@ impl SagaRun {
             decision,
             key: format!("{}:{key_suffix}", self.saga.id),
         };
+        self.pending
+            .lock()
+            .expect("pending lock is never poisoned")
+            .push((entry, self.token()));
+        Ok(())
+    }
+
+    /// Writes the records made since the last write, in one request. Called before a step
+    /// calls anyone, before waiting for a person or another saga, and at the end, so that every
+    /// step's start and end are in the journal before the next step starts.
+    async fn flush(&self) -> Result<(), Failure> {
+        let batch =
+            std::mem::take(&mut *self.pending.lock().expect("pending lock is never poisoned"));
+        if batch.is_empty() || self.journal_dead {
+            return Ok(());
+        }
         self.inner
             .journal
-            .append(&self.saga.id, &self.incident_id(), self.token(), entry)
+            .append_all(&self.saga.id, &self.incident_id(), batch)
             .await
             .map_err(|error| Failure::Journal(error.to_string()))
+    }
+
+    /// Flushes where a failure must not stop what follows (compensations, the end).
+    async fn flush_or_log(&mut self) {
+        if let Err(error) = self.flush().await {
+            tracing::error!(saga_id = %self.saga.id, %error, "journal records not written");
+            self.journal_dead = true;
+        }
     }
 
     /// A NOTE that must not stop anything when it cannot be written.
@@ -406,6 +438,10 @@ impl SagaRun {
             &format!("state:{}", state_name(next)),
         )
         .await?;
+        if next == SagaState::AwaitingApproval {
+            // A saga at rest is shown waiting only once the journal says so.
+            self.flush().await?;
+        }
         self.resume.visited.insert(next);
         self.saga.update(|data| data.view.state = next);
         self.saga.event(
@@ -453,6 +489,7 @@ impl SagaRun {
             &format!("{step}:started"),
         )
         .await?;
+        self.flush().await?;
         Ok(Instant::now())
     }
 
@@ -662,7 +699,7 @@ impl SagaRun {
                     }
                     GateResult::Rejected(reason) => return Ok(Flow::Escalate(reason)),
                 }
-                self.claim_files().await;
+                self.claim_files().await?;
                 if let Some(reason) = self.deploy().await? {
                     return Ok(Flow::RolledBack(reason));
                 }
@@ -1155,40 +1192,8 @@ impl SagaRun {
             self.decide("gate", decision, DecisionKind::SafetyGate, "gate")
                 .await?;
         }
-        let approved = response
-            .verdicts
-            .iter()
-            .find(|v| {
-                !response.selected_candidate_id.is_empty()
-                    && v.candidate_id == response.selected_candidate_id
-                    && v.outcome() == pb::GateOutcome::Approve
-            })
-            .or_else(|| {
-                response
-                    .verdicts
-                    .iter()
-                    .filter(|v| v.outcome() == pb::GateOutcome::Approve)
-                    .min_by(|a, b| a.risk_score.total_cmp(&b.risk_score))
-            });
-        let needs_human = response
-            .verdicts
-            .iter()
-            .filter(|v| v.outcome() == pb::GateOutcome::NeedsHuman)
-            .min_by(|a, b| a.risk_score.total_cmp(&b.risk_score));
-        let (result, verdict) = match (approved, needs_human) {
-            (Some(v), _) => (GateResult::Approved, Some(v)),
-            (None, Some(v)) => (GateResult::NeedsHuman, Some(v)),
-            (None, None) => (
-                GateResult::Rejected("the safety gate rejected every candidate".into()),
-                None,
-            ),
-        };
-        self.selected = verdict.and_then(|v| {
-            self.candidates
-                .iter()
-                .find(|c| c.id == v.candidate_id)
-                .cloned()
-        });
+        let (result, chosen) = gate_choice(&response);
+        self.selected = chosen.and_then(|id| self.candidates.iter().find(|c| c.id == id).cloned());
         if self.selected.is_none() && !matches!(result, GateResult::Rejected(_)) {
             let reason = "the gate chose a candidate the patcher did not propose".to_owned();
             return Err(self
@@ -1224,6 +1229,7 @@ impl SagaRun {
         }
         self.saga
             .event("gate", None, "waiting for a human: Approve or Abort", None);
+        self.flush().await?;
         let mut approvals = self.saga.approval.subscribe();
         let approval = approvals
             .wait_for(Option::is_some)
@@ -1250,9 +1256,10 @@ impl SagaRun {
         })
     }
 
-    async fn claim_files(&mut self) {
+    async fn claim_files(&mut self) -> Result<(), Failure> {
+        self.flush().await?;
         let Some(candidate) = &self.selected else {
-            return;
+            return Ok(());
         };
         let mut files: BTreeSet<String> = candidate.files.iter().cloned().collect();
         if files.is_empty() {
@@ -1270,6 +1277,7 @@ impl SagaRun {
                 );
             })
             .await;
+        Ok(())
     }
 
     /// Registers the deploy's compensation (a rollback with the token), then deploys the
@@ -1833,6 +1841,50 @@ enum GateResult {
     Rejected(String),
 }
 
+/// What the gate's answer means for the saga, and the candidate it names. The overall
+/// `outcome` (with `recommended_candidate_id`) wins; a gate that leaves it unspecified is read
+/// from its verdicts: an approved candidate (the selected one, else the least risky), else the
+/// least risky one needing a human, else rejection.
+fn gate_choice(response: &pb::EvaluateResponse) -> (GateResult, Option<String>) {
+    let named = |id: &str| (!id.is_empty()).then(|| id.to_owned());
+    let rejected = || GateResult::Rejected("the safety gate rejected every candidate".into());
+    match response.outcome() {
+        pb::GateOutcome::Approve => {
+            if let Some(id) = named(&response.selected_candidate_id)
+                .or_else(|| named(&response.recommended_candidate_id))
+            {
+                return (GateResult::Approved, Some(id));
+            }
+        }
+        pb::GateOutcome::NeedsHuman => {
+            if let Some(id) = named(&response.recommended_candidate_id) {
+                return (GateResult::NeedsHuman, Some(id));
+            }
+        }
+        pb::GateOutcome::Reject => return (rejected(), None),
+        pb::GateOutcome::Unspecified => {}
+    }
+    let least_risky = |outcome: pb::GateOutcome| {
+        response
+            .verdicts
+            .iter()
+            .filter(move |v| v.outcome() == outcome)
+            .min_by(|a, b| a.risk_score.total_cmp(&b.risk_score))
+    };
+    let selected = response.verdicts.iter().find(|v| {
+        !response.selected_candidate_id.is_empty()
+            && v.candidate_id == response.selected_candidate_id
+            && v.outcome() == pb::GateOutcome::Approve
+    });
+    if let Some(verdict) = selected.or_else(|| least_risky(pb::GateOutcome::Approve)) {
+        return (GateResult::Approved, Some(verdict.candidate_id.clone()));
+    }
+    if let Some(verdict) = least_risky(pb::GateOutcome::NeedsHuman) {
+        return (GateResult::NeedsHuman, Some(verdict.candidate_id.clone()));
+    }
+    (rejected(), None)
+}
+
 fn request<T>(message: T, left: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(left);
@@ -2119,6 +2171,60 @@ mod tests {
         assert_eq!(decision.kind(), DecisionKind::Rollback);
         assert_eq!(decision.confidence, 1.0);
         assert_eq!(decision.id, "s:deploy:1");
+    }
+
+    fn verdict(id: &str, outcome: pb::GateOutcome, risk: f64) -> pb::GateVerdict {
+        pb::GateVerdict {
+            candidate_id: id.into(),
+            outcome: outcome.into(),
+            risk_score: risk,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_gates_overall_outcome_wins_over_its_verdicts() {
+        use pb::GateOutcome as G;
+        let response = pb::EvaluateResponse {
+            verdicts: vec![
+                verdict("a", G::Reject, 0.9),
+                verdict("b", G::NeedsHuman, 0.4),
+            ],
+            outcome: G::NeedsHuman.into(),
+            recommended_candidate_id: "b".into(),
+            ..Default::default()
+        };
+        let (result, chosen) = gate_choice(&response);
+        assert!(matches!(result, GateResult::NeedsHuman));
+        assert_eq!(chosen.as_deref(), Some("b"));
+        let rejected = pb::EvaluateResponse {
+            outcome: G::Reject.into(),
+            ..response.clone()
+        };
+        assert!(matches!(gate_choice(&rejected).0, GateResult::Rejected(_)));
+    }
+
+    #[test]
+    fn without_an_overall_outcome_the_verdicts_decide() {
+        use pb::GateOutcome as G;
+        let response = pb::EvaluateResponse {
+            verdicts: vec![
+                verdict("a", G::Approve, 0.5),
+                verdict("b", G::Approve, 0.1),
+                verdict("c", G::NeedsHuman, 0.0),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            gate_choice(&response).1.as_deref(),
+            Some("b"),
+            "least risky approved"
+        );
+        let none = pb::EvaluateResponse {
+            verdicts: vec![verdict("a", G::Reject, 0.1)],
+            ..Default::default()
+        };
+        assert!(matches!(gate_choice(&none).0, GateResult::Rejected(_)));
     }
 
     #[test]

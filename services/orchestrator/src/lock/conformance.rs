@@ -13,6 +13,7 @@ pub async fn run_all<S: LockStore>(store: &S, namespace: &str) {
     renew_extends_only_the_holders_lease(store, &format!("{namespace}-renew")).await;
     release_is_compare_and_delete(store, &format!("{namespace}-release")).await;
     expiry_hands_the_lock_on_with_a_higher_token(store, &format!("{namespace}-expiry")).await;
+    a_lapsed_lease_cannot_be_renewed_back(store, &format!("{namespace}-lapsed")).await;
     services_are_independent(store, &format!("{namespace}-independent")).await;
     rejects_nonsense(store).await;
 }
@@ -129,6 +130,33 @@ async fn expiry_hands_the_lock_on_with_a_higher_token<S: LockStore>(store: &S, s
         Some("successor")
     );
     assert!(store.release(&fresh).await.unwrap());
+}
+
+/// Renewal only extends a live lease: once it lapsed, even with no successor, renewing fails
+/// and the service is free.
+async fn a_lapsed_lease_cannot_be_renewed_back<S: LockStore>(store: &S, service: &str) {
+    let lease = store
+        .acquire(service, "a", Duration::from_millis(150))
+        .await
+        .unwrap()
+        .expect("granted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.holder(service).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "lease never lapsed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        !store.renew(&lease).await.unwrap(),
+        "a lapsed lease is not renewed back"
+    );
+    assert_eq!(store.holder(service).await.unwrap(), None);
+    let next = store
+        .acquire(service, "b", TTL)
+        .await
+        .unwrap()
+        .expect("free again");
+    assert!(next.token > lease.token);
+    assert!(store.release(&next).await.unwrap());
 }
 
 async fn services_are_independent<S: LockStore>(store: &S, service: &str) {

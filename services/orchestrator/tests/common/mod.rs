@@ -2,7 +2,9 @@
 //! in-process tonic server whose behaviour each test scripts, the real audit service on a file
 //! store, an escalation webhook receiver, and a cuttable proxy in front of Redis.
 
-#![allow(dead_code, unreachable_pub)]
+// Messages of other services are built with `..Default::default()` so their additive fields never
+// break these tests.
+#![allow(dead_code, unreachable_pub, clippy::needless_update)]
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -358,14 +360,21 @@ impl SafetyGate for Fakes {
             .map(|v| v.candidate_id.clone())
             .unwrap_or_default();
         let selected = if behaviour.gate == pb::GateOutcome::Approve {
-            first
+            first.clone()
         } else {
             String::new()
+        };
+        let recommended = if behaviour.gate == pb::GateOutcome::Reject {
+            String::new()
+        } else {
+            first
         };
         Ok(Response::new(pb::EvaluateResponse {
             verdicts,
             selected_candidate_id: selected,
             decision: Some(decision(pb::DecisionKind::SafetyGate, "gate")),
+            outcome: behaviour.gate.into(),
+            recommended_candidate_id: recommended,
             ..Default::default()
         }))
     }
