@@ -150,6 +150,55 @@ async fn the_demo_bug_gets_template_partial_revert_and_full_revert_candidates_th
 }
 
 #[tokio::test]
+async fn a_function_range_is_explored_from_the_culprits_code_line() {
+    let (_dir, scenario) = scenario();
+    let file = scenario.bug_file.display().to_string();
+    let source = common::git(
+        &scenario.repo,
+        &["show", &format!("{}:{file}", scenario.bad_commit)],
+    );
+    let lines: Vec<&str> = source.lines().collect();
+    let bug = scenario.bug_line as usize;
+    let start = lines[..bug]
+        .iter()
+        .rposition(|l| l.starts_with("pub fn process_payment("))
+        .unwrap() as u32
+        + 1;
+    let end = (lines[bug..].iter().position(|l| *l == "}").unwrap() + bug + 1) as u32;
+    let mut range = request(&scenario);
+    let location = range.location.as_mut().unwrap();
+    (location.line, location.end_line) = (start, end);
+    let (service, mut client) = patcher(Default::default()).await;
+    let response = client
+        .generate_candidates(range)
+        .await
+        .unwrap()
+        .into_inner();
+    service.stop().await.unwrap();
+    let best = &response.candidates[0];
+    assert_eq!(
+        best.template, "rust.option_unwrap.unwrap_or",
+        "{:?}",
+        response.candidates
+    );
+    assert!(
+        (best.confidence - 0.9).abs() < 1e-9 && !best.rationale.contains("suspicion rank"),
+        "the culprit's code line comes first, ahead of its comment lines: {} {}",
+        best.confidence,
+        best.rationale
+    );
+    assert!(
+        !response.notes.iter().any(|n| n.starts_with("template")),
+        "{:?}",
+        response.notes
+    );
+    for candidate in &response.candidates {
+        applies(&scenario.repo, &scenario.bad_commit, &candidate.diff)
+            .unwrap_or_else(|e| panic!("{e}\n{}", candidate.diff));
+    }
+}
+
+#[tokio::test]
 async fn past_fixes_raise_the_strategy_that_worked_and_the_rationale_says_so() {
     let (_dir, scenario) = scenario();
     let (service, mut client) = patcher(Default::default()).await;

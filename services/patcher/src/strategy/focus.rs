@@ -1,6 +1,7 @@
 //! The order in which the lines of a location are explored: for a range (a function, a hunk),
 //! the lines the culprit commit wrote come first, then the most recently changed, then the rest
-//! top to bottom. Blame comes from `git blame` at the source commit.
+//! top to bottom; within each group, code before blank and comment lines. Blame comes from
+//! `git blame` at the source commit.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ pub(super) async fn order(
     commit: &str,
     culprit: Option<&str>,
     path: &RepoPath,
+    source: &str,
     (first, last): (u32, u32),
 ) -> Vec<u32> {
     if first == last {
@@ -32,19 +34,34 @@ pub(super) async fn order(
         .await
         .map(|text| parse_porcelain(&text))
         .unwrap_or_default();
+    let text: Vec<&str> = source.lines().collect();
     let mut lines: Vec<u32> = (first..=last).collect();
     lines.sort_by_key(|line| {
         let (sha, time) = blame
             .get(line)
             .map_or(("", 0), |(sha, time)| (sha.as_str(), *time));
+        let trivial = text
+            .get(*line as usize - 1)
+            .is_none_or(|code| is_trivial(code));
         (
             culprit != Some(sha) || sha.is_empty(),
+            trivial,
             std::cmp::Reverse(time),
             *line,
         )
     });
     lines.truncate(MAX_FOCUS_LINES);
     lines
+}
+
+/// Blank lines, comments and lone brackets: nothing a template or a mutation would change.
+fn is_trivial(line: &str) -> bool {
+    let code = line.trim();
+    code.is_empty()
+        || ["//", "#", "/*", "*", "\"\"\""]
+            .iter()
+            .any(|marker| code.starts_with(marker))
+        || code.chars().all(|c| "{}()[];,".contains(c))
 }
 
 /// Final line number → (commit, committer time) from `git blame --porcelain`.
@@ -81,7 +98,26 @@ fn parse_porcelain(text: &str) -> HashMap<u32, (String, i64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_porcelain;
+    use super::{is_trivial, parse_porcelain};
+
+    #[test]
+    fn comments_blanks_and_brackets_are_trivial() {
+        for line in [
+            "",
+            "   ",
+            "    // why",
+            "# note",
+            "    }",
+            "});",
+            " * doc",
+            "\"\"\"Doc.\"\"\"",
+        ] {
+            assert!(is_trivial(line), "{line:?}");
+        }
+        for line in ["let x = y.unwrap();", "    if a < b:", "return 1"] {
+            assert!(!is_trivial(line), "{line:?}");
+        }
+    }
 
     #[test]
     fn reads_commit_and_time_per_line() {

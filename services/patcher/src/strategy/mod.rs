@@ -257,7 +257,7 @@ impl Patcher {
         }
         let end = request.end_line.unwrap_or(request.line).min(count);
         let range = (request.line, end);
-        let focus = focus::order(&repo, &commit, culprit.as_deref(), &path, range).await;
+        let focus = focus::order(&repo, &commit, culprit.as_deref(), &path, &source, range).await;
         Ok(Target {
             request,
             repo,
