@@ -3,7 +3,8 @@
 //! some customers, and chain-service's leaf panics so that its callers answer 502.
 //!
 //! Each test builds the example with cargo in [`example_target_dir`] (a minute or two on a cold
-//! cache, seconds after that), starts it on a free port and drives it over TCP.
+//! cache, seconds after that), starts it on a free port and drives it over TCP. Two more check
+//! that the examples' own tests pass at every commit the new histories add.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -50,45 +51,104 @@ fn touch_all(dir: &Path) {
     }
 }
 
-/// Builds the checkout at `repo` with cargo and copies its executable `bin` to `copy`.
+/// Runs `cargo <args> --locked --message-format=json` in `repo` and copies every executable it
+/// reports on an artifact line for which `wanted` holds into `into`; returns the copies in order.
 ///
 /// The shared target directory is shared by every checkout of an example, so cargo may take a
 /// checkout whose files are older than another checkout's last build for up to date. A fresh
-/// checkout must compile, so a build that reports the binary fresh is redone after touching the
-/// sources; the binary is copied at once, before another build can replace it.
-fn cargo_build(repo: &Path, bin: &str, copy: &Path) {
+/// checkout must compile, so a build that reports a wanted artifact fresh is redone after touching
+/// the sources; the executables are copied at once, before another build can replace them.
+fn cargo_executables(
+    repo: &Path,
+    args: &[&str],
+    wanted: impl Fn(&str) -> bool,
+    into: &Path,
+) -> Vec<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    fs::create_dir_all(into).unwrap();
     for _ in 0..5 {
         let output = Command::new(&cargo)
             .current_dir(repo)
             .env("CARGO_TARGET_DIR", example_target_dir())
-            .args(["build", "--locked", "--message-format=json"])
+            .args(args)
+            .args(["--locked", "--message-format=json"])
             .stderr(Stdio::inherit())
             .output()
             .expect("cargo runs");
-        assert!(output.status.success(), "cargo build failed in {repo:?}");
+        assert!(output.status.success(), "cargo {args:?} failed in {repo:?}");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let line = stdout
+        let artifacts: Vec<(&str, PathBuf)> = stdout
             .lines()
-            .find(|l| {
-                l.contains(r#""reason":"compiler-artifact""#)
-                    && l.contains(&format!(
-                        r#""kind":["bin"],"crate_types":["bin"],"name":"{bin}""#
-                    ))
+            .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && wanted(l))
+            .filter_map(|l| {
+                let (_, rest) = l.split_once(r#""executable":""#)?;
+                let (path, _) = rest.split_once('"')?;
+                Some((l, PathBuf::from(path)))
             })
-            .unwrap_or_else(|| panic!("no artifact for {bin} in\n{stdout}"));
-        let executable = line
-            .split_once(r#""executable":""#)
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .map(|(path, _)| PathBuf::from(path))
-            .unwrap_or_else(|| panic!("no executable in {line}"));
-        if line.contains(r#""fresh":false"#) {
-            fs::copy(&executable, copy).expect("copy the built binary");
-            return;
+            .collect();
+        assert!(!artifacts.is_empty(), "no wanted executable in\n{stdout}");
+        if artifacts.iter().any(|(l, _)| l.contains(r#""fresh":true"#)) {
+            touch_all(&repo.join("src"));
+            if repo.join("tests").is_dir() {
+                touch_all(&repo.join("tests"));
+            }
+            continue;
         }
-        touch_all(&repo.join("src"));
+        return artifacts
+            .iter()
+            .enumerate()
+            .map(|(i, (_, executable))| {
+                let name = executable.file_name().unwrap().to_string_lossy();
+                let copy = into.join(format!("{i}-{name}"));
+                fs::copy(executable, &copy).expect("copy the built executable");
+                copy
+            })
+            .collect();
     }
-    panic!("cargo kept reporting {bin} fresh in {repo:?}");
+    panic!("cargo {args:?} kept reporting its artifacts fresh in {repo:?}");
+}
+
+/// Builds the checkout at `repo` and copies its executable `bin` to `copy`.
+fn cargo_build(repo: &Path, bin: &str, copy: &Path) {
+    let target = format!(r#""kind":["bin"],"crate_types":["bin"],"name":"{bin}""#);
+    let dir = copy.with_extension("build");
+    let built = cargo_executables(repo, &["build"], |l| l.contains(&target), &dir);
+    assert_eq!(built.len(), 1, "{built:?}");
+    fs::rename(&built[0], copy).unwrap();
+}
+
+/// Builds the test executables of the checkout at `repo`, runs each in `repo`, asserts they all
+/// pass, and returns their combined output.
+fn cargo_test(repo: &Path, scratch: &Path) -> String {
+    let tests = cargo_executables(
+        repo,
+        &["test", "--no-run"],
+        |l| {
+            // The profile's `test` flag; the target object has a `test` field of its own.
+            l.split_once(r#""profile":{"#)
+                .and_then(|(_, rest)| rest.split_once('}'))
+                .is_some_and(|(profile, _)| profile.contains(r#""test":true"#))
+        },
+        scratch,
+    );
+    let mut all = String::new();
+    for test in tests {
+        let output = Command::new(&test)
+            .current_dir(repo)
+            .output()
+            .expect("the test executable runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success(),
+            "{test:?} failed in {repo:?}:\n{text}"
+        );
+        all.push_str(&text);
+    }
+    all
 }
 
 /// A started example, killed on drop.
@@ -399,5 +459,58 @@ fn chain_with_a_bad_leaf_fails_everywhere_but_panics_only_in_the_leaf() {
         let log = caller.log();
         assert!(!log.contains("panicked"), "a caller panicked:\n{log}");
         assert!(log.contains("POST /work 502"), "{log}");
+    }
+}
+
+#[test]
+fn chain_service_tests_pass_at_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = build(
+        &examples_dir().join("chain-service"),
+        &dir.path().join("repo"),
+    )
+    .expect("scenario");
+    for (i, commit) in scenario.commits.iter().enumerate() {
+        git(&scenario.repo, &["checkout", "--quiet", &commit.sha]);
+        let output = cargo_test(&scenario.repo, &dir.path().join(format!("tests-{i}")));
+        // Each commit's own tests ran, not another checkout's.
+        assert!(
+            output.contains("a_chain_nests_every_answer ... ok"),
+            "{output}"
+        );
+        assert_eq!(
+            output.contains("eighty_five_percent_are_enrolled ... ok"),
+            i > 0,
+            "commit {i} ({}):\n{output}",
+            commit.message
+        );
+    }
+}
+
+#[test]
+fn payment_service_tests_pass_at_the_variant_bug_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    for (variant, own_test) in [
+        (
+            "leak",
+            "audit::tests::records_are_one_padded_page_of_json ... ok",
+        ),
+        (
+            "loop",
+            "review::tests::holds_fifteen_percent_of_the_seeded_customers ... ok",
+        ),
+    ] {
+        let scenario = build_variant(
+            &examples_dir().join("payment-service"),
+            variant,
+            &dir.path().join(variant),
+        )
+        .expect("scenario");
+        let output = cargo_test(&scenario.repo, &dir.path().join(format!("{variant}-tests")));
+        assert!(output.contains(own_test), "{variant}:\n{output}");
+        assert!(
+            output.contains("pays_for_a_customer_without_a_preferred_method ... ok"),
+            "{variant}:\n{output}"
+        );
     }
 }
