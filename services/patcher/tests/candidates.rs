@@ -594,7 +594,12 @@ async fn the_template_fix_makes_the_target_build_and_pass_its_tests() {
     let status = std::process::Command::new("cargo")
         .args(["test", "--locked", "--quiet"])
         .current_dir(&worktree.path)
-        .env("CARGO_TARGET_DIR", selfheal_scenario::example_target_dir())
+        // A target directory of its own: builds of other commits of the same example (the gate's,
+        // other tests') write the same binary names and could replace ours between build and run.
+        .env(
+            "CARGO_TARGET_DIR",
+            selfheal_scenario::example_target_dir().join("patcher-template-fix"),
+        )
         .status()
         .unwrap();
     assert!(
