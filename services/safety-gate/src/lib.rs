@@ -61,8 +61,15 @@ pub async fn run(
             config.server.shutdown_grace,
         )
         .await;
+    // An evaluation in flight gets the grace period to finish and remove its worktree; its
+    // sandboxed children are killed when the runtime drops them after that.
     tracker.close();
-    tracker.wait().await;
+    if tokio::time::timeout(config.server.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("an evaluation was still running at shutdown");
+    }
     served?;
     Ok(())
 }

@@ -26,12 +26,14 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(example: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_at(&selfheal_scenario::examples_dir().join(example), tweak).await
+    }
+
+    /// Like [`Harness::start`] with the example at `example_dir`.
+    pub async fn start_at(example_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let scenario = selfheal_scenario::build(
-            &selfheal_scenario::examples_dir().join(example),
-            &dir.path().join("repo"),
-        )
-        .expect("the scenario builds");
+        let scenario = selfheal_scenario::build(example_dir, &dir.path().join("repo"))
+            .expect("the scenario builds");
         let mut config = Config::default();
         config.gate.work_dir = dir.path().join("gate");
         config.gate.target_dir = Some(selfheal_scenario::example_target_dir());
@@ -174,8 +176,4 @@ pub fn failed_check(verdict: &pb::GateVerdict) -> (&str, &str) {
         .find(|c| c.status() == pb::CheckStatus::Failed)
         .unwrap_or_else(|| panic!("{} has a failed check: {verdict:#?}", verdict.candidate_id));
     (check.name.as_str(), check.detail.as_str())
-}
-
-pub fn path_exists(path: &Path) -> bool {
-    path.exists()
 }
