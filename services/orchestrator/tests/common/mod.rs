@@ -91,6 +91,8 @@ pub struct FakeState {
     pub analyzing: AtomicUsize,
     pub max_analyzing: AtomicUsize,
     rollouts: Mutex<HashMap<String, Rollout>>,
+    /// The `traceparent` header of every call, in order.
+    pub traceparents: Mutex<Vec<String>>,
 }
 
 impl Default for FakeState {
@@ -105,6 +107,7 @@ impl Default for FakeState {
             analyzing: AtomicUsize::new(0),
             max_analyzing: AtomicUsize::new(0),
             rollouts: Mutex::default(),
+            traceparents: Mutex::default(),
         }
     }
 }
@@ -121,11 +124,25 @@ impl Fakes {
         *fakes.state.behaviour.lock().unwrap() = behaviour;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = fakes.state.clone();
+        let capture = move |request: Request<()>| {
+            if let Some(value) = request.metadata().get("traceparent") {
+                let value = value.to_str().unwrap_or_default().to_owned();
+                state.traceparents.lock().unwrap().push(value);
+            }
+            Ok(request)
+        };
         let server = tonic::transport::Server::builder()
-            .add_service(RcaServer::new(fakes.clone()))
-            .add_service(PatcherServer::new(fakes.clone()))
-            .add_service(SafetyGateServer::new(fakes.clone()))
-            .add_service(DeployerServer::new(fakes.clone()))
+            .add_service(RcaServer::with_interceptor(fakes.clone(), capture.clone()))
+            .add_service(PatcherServer::with_interceptor(
+                fakes.clone(),
+                capture.clone(),
+            ))
+            .add_service(SafetyGateServer::with_interceptor(
+                fakes.clone(),
+                capture.clone(),
+            ))
+            .add_service(DeployerServer::with_interceptor(fakes.clone(), capture))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
         tokio::spawn(server);
         (fakes, url)
