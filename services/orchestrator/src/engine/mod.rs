@@ -294,6 +294,17 @@ impl Inner {
         }
     }
 
+    /// Removes a saga that never started (its incident could not be journaled).
+    fn forget(&self, saga: &SagaHandle) {
+        let mut registry = self.registry();
+        if registry.running.get(&saga.service) == Some(&saga.id) {
+            registry.running.remove(&saga.service);
+        }
+        registry.by_incident.retain(|_, id| *id != saga.id);
+        registry.order.retain(|id| *id != saga.id);
+        registry.sagas.remove(&saga.id);
+    }
+
     fn insert(&self, registry: &mut Registry, saga: Arc<SagaHandle>) {
         for incident in saga.read(|data| data.view.incident_ids.clone()) {
             registry.by_incident.insert(incident, saga.id.clone());
@@ -447,9 +458,25 @@ impl Engine {
                 })
             }
             Admission::Started(saga) => {
+                // The incident is acknowledged only once the journal holds it, so that a crash
+                // right after cannot lose it.
+                let incident = saga.incident();
+                let detected = runner::detected_entry(&saga.id, &incident);
+                if let Err(error) = inner
+                    .journal
+                    .append(&saga.id, &incident.id, 0, detected)
+                    .await
+                {
+                    inner.forget(&saga);
+                    return Err(Error::Unavailable {
+                        reason: format!("cannot journal the incident: {error}"),
+                    });
+                }
                 tracing::info!(saga_id = %saga.id, service = %saga.service, "saga started");
                 let saga_id = saga.id.clone();
-                inner.spawn_saga(saga, runner::Resume::default());
+                let mut resume = runner::Resume::default();
+                resume.visited.insert(SagaState::Detected);
+                inner.spawn_saga(saga, resume);
                 Ok(Reported {
                     saga_id,
                     joined: false,
