@@ -155,3 +155,60 @@ async fn a_saga_killed_while_awaiting_approval_still_waits_after_a_restart() {
     let records = common::journal(&audit.grpc_url(), &saga_id).await;
     assert!(steps_finished_twice(&records).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_killed_while_compensating_an_abort_finishes_compensating_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let behaviour = Behaviour {
+        hold_deploy: true,
+        hold_rollback: true,
+        ..Behaviour::default()
+    };
+    let (fakes, fakes_url) = Fakes::start(behaviour).await;
+    let audit = common::start_audit(dir.path()).await;
+    let config = restart_config(&fakes_url, &audit.grpc_url(), &common::unique_prefix());
+
+    let (first, url) = start_in_own_runtime(config.clone()).await;
+    let mut client = OrchestratorClient::new(common::channel(&url).await);
+    let saga_id = common::report(&mut client, incident("inc-abort", "orders"))
+        .await
+        .saga_id;
+    fakes.wait_calls("Deploy", 1).await;
+    let abort = {
+        let mut client = client.clone();
+        let saga_id = saga_id.clone();
+        tokio::spawn(async move {
+            client
+                .abort(pb::AbortRequest {
+                    saga_id,
+                    actor: "oncall".into(),
+                    reason: "wrong fix".into(),
+                })
+                .await
+        })
+    };
+    // The compensation is under way (the rollback hangs); the orchestrator dies.
+    fakes.wait_calls("Rollback", 1).await;
+    first.shutdown_background();
+    abort.abort();
+
+    let second = common::start_orchestrator(config).await;
+    let mut client = OrchestratorClient::new(common::channel(&second.grpc_url()).await);
+    let again = fakes.wait_calls("Rollback", 2).await;
+    assert_eq!(
+        again[0].key, again[1].key,
+        "the same compensation, the same key"
+    );
+    assert!(again[1].token > again[0].token, "under the new lease");
+    fakes.state.rollback_permits.add_permits(2);
+    let saga = common::wait_state(&mut client, &saga_id, pb::SagaState::Aborted).await;
+    assert!(saga.outcome.contains("wrong fix"), "{}", saga.outcome);
+    let records = common::journal(&audit.grpc_url(), &saga_id).await;
+    let compensations = records
+        .iter()
+        .filter(|r| r.kind() == pb::RecordKind::Compensation && r.step == "deploy")
+        .count();
+    assert_eq!(compensations, 1);
+    assert!(steps_finished_twice(&records).is_empty());
+    assert_eq!(payload_str(records.last().unwrap(), "state"), "ABORTED");
+}

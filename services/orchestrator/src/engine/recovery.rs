@@ -143,6 +143,7 @@ fn rebuild(saga_id: &str, records: &[AuditRecord]) -> Option<Rebuilt> {
                 );
             }
             RecordKind::StepStarted => {
+                resume.started.insert(step.clone());
                 handle.update(|data| {
                     data.view.steps.retain(|s| s.name != step);
                     data.view.steps.push(StepView {

@@ -29,6 +29,8 @@ use crate::saga::{CompensationStack, SagaEvent, SagaState, StepError, retry_step
 pub(crate) struct Resume {
     /// STEP_FINISHED payloads by step.
     pub(crate) finished: std::collections::HashMap<String, Value>,
+    /// Steps whose start was journaled.
+    pub(crate) started: HashSet<String>,
     /// Steps whose compensation ran.
     pub(crate) compensated: HashSet<String>,
     /// States the saga entered.
@@ -186,10 +188,12 @@ impl SagaRun {
         let permit = self.wait_for_permit().await;
         let stop = self.saga.stop.clone();
         let outcome = if let Some(reason) = self.resume.stopping.clone() {
-            Err(Failure::Step {
-                step: "abort".into(),
-                error: StepError::Terminal(reason),
-            })
+            self.prepare_stopped_compensation()
+                .await
+                .and(Err(Failure::Step {
+                    step: "abort".into(),
+                    error: StepError::Terminal(reason),
+                }))
         } else {
             tokio::select! {
                 biased;
@@ -200,6 +204,30 @@ impl SagaRun {
         let (event, reason) = self.conclude(outcome).await;
         self.finish(event, reason).await;
         drop(permit);
+    }
+
+    /// A saga stopped before a restart: take the lease again (a rollback needs a current
+    /// fencing token) and register the rollback of a deploy that started and was not undone.
+    async fn prepare_stopped_compensation(&mut self) -> Result<(), Failure> {
+        if !self.resume.visited.contains(&SagaState::Locked) {
+            return Ok(());
+        }
+        self.take_lock().await?;
+        let rolled_back_by_deployer = self
+            .finished("deploy")
+            .and_then(|o| {
+                o.get("outcome")
+                    .and_then(Value::as_str)
+                    .map(|o| o != "promoted")
+            })
+            .unwrap_or(false);
+        if self.resume.started.contains("deploy")
+            && !self.resume.compensated.contains("deploy")
+            && !rolled_back_by_deployer
+        {
+            self.register_rollback();
+        }
+        Ok(())
     }
 
     async fn wait_for_permit(&mut self) -> Option<OwnedSemaphorePermit> {

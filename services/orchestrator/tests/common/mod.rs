@@ -47,6 +47,8 @@ pub struct Behaviour {
     pub hold_gate: bool,
     /// A rollout waits for a permit of `deploy_permits` before its outcome.
     pub hold_deploy: bool,
+    /// Rollback waits for a permit of `rollback_permits`.
+    pub hold_rollback: bool,
 }
 
 impl Default for Behaviour {
@@ -64,6 +66,7 @@ impl Default for Behaviour {
             hold_analyze: false,
             hold_gate: false,
             hold_deploy: false,
+            hold_rollback: false,
         }
     }
 }
@@ -88,6 +91,7 @@ pub struct FakeState {
     pub analyze_permits: Semaphore,
     pub gate_permits: Semaphore,
     pub deploy_permits: Semaphore,
+    pub rollback_permits: Semaphore,
     pub analyzing: AtomicUsize,
     pub max_analyzing: AtomicUsize,
     rollouts: Mutex<HashMap<String, Rollout>>,
@@ -104,6 +108,7 @@ impl Default for FakeState {
             analyze_permits: Semaphore::new(0),
             gate_permits: Semaphore::new(0),
             deploy_permits: Semaphore::new(0),
+            rollback_permits: Semaphore::new(0),
             analyzing: AtomicUsize::new(0),
             max_analyzing: AtomicUsize::new(0),
             rollouts: Mutex::default(),
@@ -510,6 +515,9 @@ impl Deployer for Fakes {
             &request.idempotency_key,
             request.fencing_token,
         );
+        if self.behaviour().hold_rollback {
+            hold(&self.state.rollback_permits).await;
+        }
         Ok(Response::new(pb::RollbackResponse {
             stable_version: "v2".into(),
             rolled_back: true,
