@@ -3,7 +3,7 @@
 //! `cust-0000`..`cust-NNNN` drawn uniformly, with random amounts.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -45,6 +45,28 @@ pub struct LoadSummary {
     pub latency_ms_p90: f64,
     pub latency_ms_p99: f64,
     pub latency_ms_max: f64,
+    /// Seconds from the start of the run to the first 5xx or failed request, if any.
+    pub first_failure_after_seconds: Option<f64>,
+}
+
+/// Finished requests and failures so far; the difference of two readings is the error rate of
+/// the interval between them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counts {
+    pub finished: u64,
+    /// 5xx answers and failed requests.
+    pub failures: u64,
+    /// When the first failure was seen.
+    pub first_failure_at: Option<SystemTime>,
+}
+
+impl Counts {
+    /// Error rate of the requests finished between `earlier` and `self`; `None` without requests.
+    pub fn error_rate_since(&self, earlier: &Counts) -> Option<f64> {
+        let finished = self.finished.saturating_sub(earlier.finished);
+        let failures = self.failures.saturating_sub(earlier.failures);
+        (finished > 0).then(|| failures as f64 / finished as f64)
+    }
 }
 
 /// Errors that stop a run before it starts.
@@ -63,6 +85,7 @@ struct Tally {
     client_errors: u64,
     server_errors: u64,
     failed: u64,
+    first_failure: Option<(Instant, SystemTime)>,
 }
 
 impl Tally {
@@ -74,7 +97,29 @@ impl Tally {
             client_errors: 0,
             server_errors: 0,
             failed: 0,
+            first_failure: None,
         }
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            finished: self.succeeded + self.client_errors + self.server_errors + self.failed,
+            failures: self.server_errors + self.failed,
+            first_failure_at: self.first_failure.map(|(_, at)| at),
+        }
+    }
+}
+
+/// Reads the counts of a run while it is going on.
+#[derive(Clone, Debug)]
+pub struct LoadProbe {
+    tally: Arc<Mutex<Tally>>,
+}
+
+impl LoadProbe {
+    /// The counts so far.
+    pub async fn counts(&self) -> Counts {
+        self.tally.lock().await.counts()
     }
 }
 
@@ -83,6 +128,31 @@ impl Tally {
 pub async fn run(
     plan: &LoadPlan,
     stop: CancellationToken,
+    progress: impl FnMut(&LoadSummary),
+) -> Result<LoadSummary, LoadError> {
+    run_probed(plan, stop, &LoadProbe::new(), progress).await
+}
+
+impl LoadProbe {
+    /// A probe for one run of [`run_probed`].
+    pub fn new() -> Self {
+        Self {
+            tally: Arc::new(Mutex::new(Tally::new())),
+        }
+    }
+}
+
+impl Default for LoadProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// [`run`], with `probe` reading the counts while the run goes on.
+pub async fn run_probed(
+    plan: &LoadPlan,
+    stop: CancellationToken,
+    probe: &LoadProbe,
     mut progress: impl FnMut(&LoadSummary),
 ) -> Result<LoadSummary, LoadError> {
     if plan.rate == 0 || plan.rate > 100_000 {
@@ -103,7 +173,7 @@ pub async fn run(
         .timeout(plan.timeout)
         .pool_max_idle_per_host(plan.concurrency)
         .build()?;
-    let tally = Arc::new(Mutex::new(Tally::new()));
+    let tally = Arc::clone(&probe.tally);
     let permits = Arc::new(Semaphore::new(plan.concurrency));
     let mut tasks = JoinSet::new();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(plan.rate)));
@@ -131,6 +201,7 @@ pub async fn run(
         let shared = tally.clone();
         tasks.spawn(async move {
             let begun = Instant::now();
+            let begun_wall = SystemTime::now();
             let outcome = request.send().await;
             let micros = u64::try_from(begun.elapsed().as_micros())
                 .unwrap_or(u64::MAX)
@@ -142,6 +213,9 @@ pub async fn run(
                 Ok(400..=499) => tally.client_errors += 1,
                 Ok(_) => tally.server_errors += 1,
                 Err(_) => tally.failed += 1,
+            }
+            if tally.first_failure.is_none() && tally.server_errors + tally.failed > 0 {
+                tally.first_failure = Some((begun, begun_wall));
             }
             drop(permit);
         });
@@ -157,7 +231,11 @@ pub async fn run(
         }
     }
     while tasks.join_next().await.is_some() {}
-    let summary = summarise(plan, &*tally.lock().await, started.elapsed(), sent, skipped);
+    let tally = tally.lock().await;
+    let mut summary = summarise(plan, &tally, started.elapsed(), sent, skipped);
+    summary.first_failure_after_seconds = tally
+        .first_failure
+        .map(|(at, _)| at.saturating_duration_since(started).as_secs_f64());
     Ok(summary)
 }
 
@@ -193,5 +271,6 @@ fn summarise(
         latency_ms_p90: ms(0.9),
         latency_ms_p99: ms(0.99),
         latency_ms_max: tally.latency_us.max() as f64 / 1000.0,
+        first_failure_after_seconds: None,
     }
 }

@@ -11,6 +11,8 @@ use selfheal::load::{LoadPlan, LoadSummary};
 use selfheal::mesh::{MeshOptions, RunningMesh};
 use selfheal_service::{EX_CONFIG, ProcessEnv};
 
+mod demo_cli;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "selfheal",
@@ -28,6 +30,53 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Watch the system heal the payment-service, end to end, on the embedded default.
+    #[command(
+        long_about = "Starts the seven services in this process, builds the payment-service scenario (a good \
+commit, then a commit whose .unwrap() panics for ~15% of customers), deploys the good and then the \
+buggy version behind the deployer's router, and sends steady load. From then on only the system acts: \
+detect → analyse → localise → plan → patch → gate → canary 10→50→100 → verify. The demo prints the \
+timeline as it happens and a summary: MTTR from the first failing request to verified recovery with a \
+per-step breakdown, the error rate before and after, and the decisions taken.",
+        after_help = "Exit status: 0 when the service was healed and the audit chain verifies, 1 otherwise, \
+64 on bad settings. The first run builds the example (a minute or two); later runs reuse the build."
+    )]
+    Demo {
+        /// Print the summary as one JSON object (status, mttr_seconds, error_rate_before,
+        /// error_rate_after, steps, decisions, timeline) instead of the timeline and tables.
+        #[arg(long)]
+        json: bool,
+        /// Also write the figures to FILE: JSON when it ends in .json, else Prometheus text format.
+        #[arg(long, value_name = "FILE")]
+        metrics_out: Option<PathBuf>,
+        /// Pace the timeline for a presentation: at most one line per --pace.
+        #[arg(long)]
+        realtime: bool,
+        /// Time between two timeline lines with --realtime.
+        #[arg(long, default_value = "1s", value_parser = humantime_duration)]
+        pace: Duration,
+        /// Show every decision's factors and alternatives, and the setup details.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        /// Keep the scenario repository, builds and audit file here instead of a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// The example to heal.
+        #[arg(long, value_name = "DIR")]
+        example: Option<PathBuf>,
+        /// Requests per second of the load generator.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Give up when the saga has not finished after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime_duration)]
+        timeout: Duration,
+        /// Override a setting of one service, e.g. `--set detector.detection.window=5s`.
+        #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// List the sagas the orchestrator runs or ran, show one, approve or abort one.
+    #[command(subcommand)]
+    Incidents(IncidentsCommand),
     /// Run all seven services in this process on loopback ports, until Ctrl-C.
     #[command(
         after_help = "Ports: orchestrator 50051, detector 50052, rca 50053, patcher 50054, \
@@ -113,6 +162,74 @@ requests over all finished requests. Ctrl-C stops early and still prints the sum
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct OrchestratorArgs {
+    /// gRPC address of the orchestrator.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "SELFHEAL_ORCHESTRATOR",
+        global = true
+    )]
+    orchestrator: String,
+    /// Deadline of the call.
+    #[arg(long, default_value = "10s", value_parser = humantime_duration, global = true)]
+    timeout: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+enum IncidentsCommand {
+    /// Sagas, newest first, as a table.
+    List {
+        /// Only this service's sagas.
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Only sagas in this state (resolved, escalated, awaiting_approval, …).
+        #[arg(long, value_parser = selfheal::incidents::parse_state)]
+        state: Option<selfheal_proto::v1::SagaState>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: OrchestratorArgs,
+    },
+    /// One saga (by saga id or incident id): its steps as a timeline and its decisions.
+    Show {
+        /// A saga id or an incident id.
+        id: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: OrchestratorArgs,
+    },
+    /// Let a saga waiting for a human continue, or acknowledge an escalation.
+    Approve {
+        saga: String,
+        /// Who approves (recorded in the audit trail).
+        #[arg(long, env = "USER", default_value = "operator")]
+        approver: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        target: OrchestratorArgs,
+    },
+    /// Stop a saga; its compensations run (a canary in flight is rolled back).
+    Abort {
+        saga: String,
+        /// Who aborts (recorded in the audit trail).
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: OrchestratorArgs,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Walk the hash chain and its signed checkpoints; exit 1 when it is broken.
@@ -144,6 +261,37 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
+            Command::Demo {
+                json,
+                metrics_out,
+                realtime,
+                pace,
+                verbose,
+                work_dir,
+                example,
+                rate,
+                timeout,
+                set,
+            } => {
+                let mut options = selfheal::demo::DemoOptions {
+                    work_dir,
+                    rate,
+                    timeout,
+                    overrides: set,
+                    ..Default::default()
+                };
+                if let Some(example) = example {
+                    options.example = example;
+                }
+                let output = demo_cli::Output {
+                    json,
+                    verbose,
+                    pace: realtime.then_some(pace),
+                    metrics_out,
+                };
+                demo_cli::run(options, output).await
+            }
+            Command::Incidents(command) => incidents(command).await,
             Command::Up {
                 config,
                 host,
@@ -185,6 +333,70 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+async fn incidents(command: IncidentsCommand) -> ExitCode {
+    use selfheal::incidents as inc;
+    let result = match command {
+        IncidentsCommand::List {
+            service,
+            state,
+            limit,
+            json,
+            target,
+        } => inc::list(&target.orchestrator, &service, state, limit, target.timeout)
+            .await
+            .map(|sagas| {
+                if json {
+                    serde_json::to_string_pretty(&sagas).unwrap_or_default()
+                } else {
+                    inc::render_list(&sagas)
+                }
+            }),
+        IncidentsCommand::Show { id, json, target } => {
+            inc::show(&target.orchestrator, &id, target.timeout)
+                .await
+                .map(|saga| {
+                    if json {
+                        serde_json::to_string_pretty(&saga).unwrap_or_default()
+                    } else {
+                        inc::render_saga(&saga)
+                    }
+                })
+        }
+        IncidentsCommand::Approve {
+            saga,
+            approver,
+            comment,
+            target,
+        } => inc::approve(
+            &target.orchestrator,
+            &saga,
+            &approver,
+            &comment,
+            target.timeout,
+        )
+        .await
+        .map(|state| format!("saga {saga} is now {state}")),
+        IncidentsCommand::Abort {
+            saga,
+            actor,
+            reason,
+            target,
+        } => inc::abort(&target.orchestrator, &saga, &actor, &reason, target.timeout)
+            .await
+            .map(|state| format!("saga {saga} is now {state}")),
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("selfheal incidents: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn up(

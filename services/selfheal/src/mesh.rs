@@ -202,6 +202,8 @@ pub async fn start(options: MeshOptions<'_>) -> Result<RunningMesh, MeshError> {
             .map(Endpoint::grpc_url)
             .unwrap_or_default()
     };
+    let mut detector = detector;
+    detector.orchestrator.url = url_of("orchestrator");
     let peers = &mut orchestrator_config.peers;
     peers.detector = url_of("detector");
     peers.rca = url_of("rca");

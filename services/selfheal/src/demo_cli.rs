@@ -1,0 +1,247 @@
+//! How `selfheal demo` talks to a person: a live timeline, then the summary as tables; or one
+//! JSON object for programs; and the figures in a file for dashboards.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use selfheal::demo::{DemoOptions, DemoSummary, TimelineEntry};
+use selfheal_service::EX_CONFIG;
+use tokio::sync::mpsc;
+
+/// What to print and where.
+#[derive(Debug)]
+pub(crate) struct Output {
+    pub(crate) json: bool,
+    pub(crate) verbose: bool,
+    /// With `--realtime`: the least time between two timeline lines.
+    pub(crate) pace: Option<Duration>,
+    pub(crate) metrics_out: Option<PathBuf>,
+}
+
+pub(crate) async fn run(options: DemoOptions, output: Output) -> ExitCode {
+    if !output.json {
+        println!(
+            "selfheal demo: healing {} end to end",
+            selfheal::demo::SERVICE
+        );
+        println!("(the first run builds the example; later runs reuse the build)\n");
+    }
+    let (sink, events) = mpsc::unbounded_channel();
+    let printer = tokio::spawn(print_timeline(
+        events,
+        !output.json,
+        output.verbose,
+        output.pace,
+    ));
+    let result = tokio::select! {
+        result = selfheal::demo::run(options, sink) => result,
+        () = selfheal_service::ctrl_c_or_sigterm() => {
+            eprintln!("selfheal demo: interrupted");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = printer.await;
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error @ selfheal::demo::DemoError::Mesh(selfheal::mesh::MeshError::Config(_))) => {
+            eprintln!("selfheal demo: {error}");
+            return ExitCode::from(EX_CONFIG as u8);
+        }
+        Err(error) => {
+            eprintln!("selfheal demo: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = &output.metrics_out
+        && let Err(error) = write_metrics(path, &summary)
+    {
+        eprintln!("selfheal demo: cannot write {}: {error}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if output.json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("selfheal demo: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print_summary(&summary, output.verbose);
+    }
+    if summary.healed() && summary.audit_chain_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn print_timeline(
+    mut events: mpsc::UnboundedReceiver<TimelineEntry>,
+    enabled: bool,
+    verbose: bool,
+    pace: Option<Duration>,
+) {
+    let mut last_line: Option<Instant> = None;
+    while let Some(entry) = events.recv().await {
+        if !enabled {
+            continue;
+        }
+        if let (Some(pace), Some(last)) = (pace, last_line) {
+            let due = last + pace;
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        last_line = Some(Instant::now());
+        println!(
+            "{:>8.2}s  {:<11} {}",
+            entry.elapsed_seconds, entry.step, entry.message
+        );
+        if verbose {
+            for line in &entry.details {
+                println!("{:>10}  {:<11}   {line}", "", "");
+            }
+        }
+    }
+}
+
+fn print_summary(summary: &DemoSummary, verbose: bool) {
+    println!();
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["summary", ""]);
+    let rows = [
+        ("status", summary.status.clone()),
+        ("outcome", summary.outcome.clone()),
+        (
+            "MTTR (first failing request → verified recovery)",
+            format!("{:.1} s", summary.mttr_seconds),
+        ),
+        (
+            "error rate before → after",
+            format!(
+                "{:.1}% ({} requests) → {:.2}% ({} requests)",
+                summary.error_rate_before * 100.0,
+                summary.requests_before,
+                summary.error_rate_after * 100.0,
+                summary.requests_after
+            ),
+        ),
+        (
+            "audit chain",
+            format!(
+                "{} ({} records)",
+                if summary.audit_chain_ok {
+                    "verified"
+                } else {
+                    "BROKEN"
+                },
+                summary.audit_records
+            ),
+        ),
+        (
+            "saga / incident",
+            format!("{} / {}", summary.saga_id, summary.incident_id),
+        ),
+    ];
+    for (name, value) in rows {
+        table.add_row([name.to_owned(), value]);
+    }
+    println!("{table}");
+
+    let mut steps = Table::new();
+    steps
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["step", "time", "status", "what happened"]);
+    for step in &summary.steps {
+        steps.add_row([
+            step.name.clone(),
+            format!("{:.2} s", step.seconds),
+            step.status.clone(),
+            step.summary.clone(),
+        ]);
+    }
+    println!("{steps}");
+
+    if !summary.decisions.is_empty() {
+        let mut decisions = Table::new();
+        decisions.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "decision",
+            "outcome",
+            "confidence",
+        ]);
+        for d in &summary.decisions {
+            decisions.add_row([
+                format!("{} · {}", d.kind, d.subject),
+                if verbose && !d.reasoning.is_empty() {
+                    format!("{}\n{}", d.outcome, d.reasoning)
+                } else {
+                    d.outcome.clone()
+                },
+                format!("{:.2}", d.confidence),
+            ]);
+        }
+        println!("{decisions}");
+    }
+    println!(
+        "`selfheal explain {}` prints every decision in full (with `selfheal up` running).",
+        summary.incident_id
+    );
+}
+
+/// The figures as JSON (`.json`) or in the Prometheus text format.
+fn write_metrics(path: &Path, summary: &DemoSummary) -> std::io::Result<()> {
+    let text = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::to_string_pretty(summary).map_err(std::io::Error::other)?
+    } else {
+        prometheus_text(summary).map_err(std::io::Error::other)?
+    };
+    std::fs::write(path, text)
+}
+
+fn prometheus_text(summary: &DemoSummary) -> Result<String, prometheus::Error> {
+    use prometheus::{Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
+    let registry = Registry::new();
+    let gauge = |name: &str, help: &str, value: f64| -> Result<(), prometheus::Error> {
+        let gauge = Gauge::with_opts(Opts::new(name, help))?;
+        gauge.set(value);
+        registry.register(Box::new(gauge))
+    };
+    gauge(
+        "selfheal_demo_mttr_seconds",
+        "From the first failing request to verified recovery",
+        summary.mttr_seconds,
+    )?;
+    gauge(
+        "selfheal_demo_error_rate_before",
+        "Error rate while the buggy version served",
+        summary.error_rate_before,
+    )?;
+    gauge(
+        "selfheal_demo_error_rate_after",
+        "Error rate after recovery",
+        summary.error_rate_after,
+    )?;
+    gauge(
+        "selfheal_demo_healed",
+        "1 when the saga resolved the incident",
+        if summary.healed() { 1.0 } else { 0.0 },
+    )?;
+    let steps = GaugeVec::new(
+        Opts::new("selfheal_demo_step_seconds", "Time spent in each step"),
+        &["step"],
+    )?;
+    for step in &summary.steps {
+        steps
+            .with_label_values(&[step.name.as_str()])
+            .add(step.seconds);
+    }
+    registry.register(Box::new(steps))?;
+    let mut buffer = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut buffer)?;
+    Ok(String::from_utf8_lossy(&buffer).into_owned())
+}
