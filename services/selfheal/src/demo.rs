@@ -151,9 +151,14 @@ fn demo_settings(work: &Path) -> Vec<String> {
     let data = |name: &str| work.join(name).display().to_string();
     vec![
         "detector.scrape.interval=250ms".to_owned(),
-        "detector.scrape.timeout=2s".to_owned(),
+        "detector.scrape.timeout=250ms".to_owned(),
         "detector.detection.window=3s".to_owned(),
         "detector.detection.min_requests=20".to_owned(),
+        // Canary steps and verification judged over seconds, not the production minutes.
+        "orchestrator.saga.canary.analysis_window=2s".to_owned(),
+        "orchestrator.saga.canary.min_requests=10".to_owned(),
+        "orchestrator.saga.verify.window=2s".to_owned(),
+        "orchestrator.saga.verify.min_requests=20".to_owned(),
         format!("audit.file.path={}", data("audit/audit.jsonl")),
         format!("deployer.data_dir={}", data("deployer")),
         format!(

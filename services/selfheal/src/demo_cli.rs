@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use selfheal::demo::{DemoOptions, DemoSummary, TimelineEntry};
 use selfheal_service::EX_CONFIG;
 use tokio::sync::mpsc;
@@ -108,12 +108,20 @@ async fn print_timeline(
     }
 }
 
-fn print_summary(summary: &DemoSummary, verbose: bool) {
-    println!();
+/// A table that wraps its cells to fit a terminal-sized width.
+fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["summary", ""]);
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(110)
+        .set_header(header.iter().copied());
+    table
+}
+
+fn print_summary(summary: &DemoSummary, verbose: bool) {
+    println!();
+    let mut overview = table(&["summary", ""]);
     let rows = [
         ("status", summary.status.clone()),
         ("outcome", summary.outcome.clone()),
@@ -149,14 +157,11 @@ fn print_summary(summary: &DemoSummary, verbose: bool) {
         ),
     ];
     for (name, value) in rows {
-        table.add_row([name.to_owned(), value]);
+        overview.add_row([name.to_owned(), value]);
     }
-    println!("{table}");
+    println!("{overview}");
 
-    let mut steps = Table::new();
-    steps
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["step", "time", "status", "what happened"]);
+    let mut steps = table(&["step", "time", "status", "what happened"]);
     for step in &summary.steps {
         steps.add_row([
             step.name.clone(),
@@ -168,29 +173,19 @@ fn print_summary(summary: &DemoSummary, verbose: bool) {
     println!("{steps}");
 
     if !summary.decisions.is_empty() {
-        let mut decisions = Table::new();
-        decisions.load_preset(UTF8_FULL_CONDENSED).set_header([
-            "decision",
-            "outcome",
-            "confidence",
-        ]);
+        let mut decisions = table(&["decision", "outcome", "confidence"]);
         for d in &summary.decisions {
             decisions.add_row([
                 format!("{} · {}", d.kind, d.subject),
-                if verbose && !d.reasoning.is_empty() {
-                    format!("{}\n{}", d.outcome, d.reasoning)
-                } else {
-                    d.outcome.clone()
-                },
+                d.outcome.clone(),
                 format!("{:.2}", d.confidence),
             ]);
         }
         println!("{decisions}");
     }
-    println!(
-        "`selfheal explain {}` prints every decision in full (with `selfheal up` running).",
-        summary.incident_id
-    );
+    if verbose {
+        println!("scenario repository: {}", summary.repository);
+    }
 }
 
 /// The figures as JSON (`.json`) or in the Prometheus text format.

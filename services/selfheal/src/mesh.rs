@@ -204,6 +204,9 @@ pub async fn start(options: MeshOptions<'_>) -> Result<RunningMesh, MeshError> {
     };
     let mut detector = detector;
     detector.orchestrator.url = url_of("orchestrator");
+    let mut rca = rca;
+    rca.sources.deployer = url_of("deployer");
+    rca.sources.detector = url_of("detector");
     let peers = &mut orchestrator_config.peers;
     peers.detector = url_of("detector");
     peers.rca = url_of("rca");
