@@ -21,6 +21,16 @@ pub(crate) struct Output {
 }
 
 pub(crate) async fn run(options: DemoOptions, output: Output) -> ExitCode {
+    // Traces go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set: one trace per saga.
+    let _telemetry = match selfheal_telemetry::init(&selfheal_telemetry::TelemetryConfig::from_env(
+        "selfheal",
+    )) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("selfheal demo: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     if !output.json {
         println!(
             "selfheal demo: healing {} end to end",
