@@ -17,7 +17,8 @@ use selfheal_proto::v1::{
     CallEdge, Commit, Deployment, Evidence, Incident, LogLine, LogsRequest, QuerySeriesRequest,
     Span, StatusRequest, VersionStatus,
 };
-use tonic::transport::{Channel, Endpoint};
+use selfheal_telemetry::{InjectTraceContext, TracedChannel};
+use tonic::transport::Endpoint;
 
 use super::logs::LogKeeper;
 use super::time::{from_timestamp, micros, millis, timestamp};
@@ -50,23 +51,24 @@ pub struct CollectRequest {
 pub struct Collector {
     settings: SourcesConfig,
     graph: Arc<dyn GraphStore>,
-    deployer: Option<Channel>,
-    detector: Option<Channel>,
+    deployer: Option<TracedChannel>,
+    detector: Option<TracedChannel>,
     http: reqwest::Client,
     git_timeout: Duration,
 }
 
-fn lazy_channel(url: &str, timeout: Duration) -> Option<Channel> {
+/// A channel that carries the analysis's trace context to the source, so one trace covers it.
+fn lazy_channel(url: &str, timeout: Duration) -> Option<TracedChannel> {
     if url.is_empty() {
         return None;
     }
     match Endpoint::from_shared(url.to_owned()) {
-        Ok(endpoint) => Some(
+        Ok(endpoint) => Some(InjectTraceContext::new(
             endpoint
                 .connect_timeout(timeout)
                 .timeout(timeout)
                 .connect_lazy(),
-        ),
+        )),
         Err(error) => {
             tracing::warn!(%url, %error, "source address is not usable");
             None
@@ -270,7 +272,7 @@ impl Collector {
 
     async fn read_logs(
         &self,
-        mut client: DeployerClient<Channel>,
+        mut client: DeployerClient<TracedChannel>,
         service: String,
         mut keeper: LogKeeper,
     ) -> (String, LogKeeper, Option<LogProblem>) {
