@@ -159,7 +159,7 @@ fn demo_settings(work: &Path) -> Vec<String> {
         "orchestrator.saga.canary.min_requests=10".to_owned(),
         "orchestrator.saga.verify.window=2s".to_owned(),
         "orchestrator.saga.verify.min_requests=20".to_owned(),
-        format!("audit.file.path={}", data("audit/audit.jsonl")),
+        format!("audit.file.path={}", data("audit")),
         format!("deployer.data_dir={}", data("deployer")),
         format!(
             "deployer.build.target_dir={}",
