@@ -165,7 +165,6 @@ fn demo_settings(work: &Path) -> Vec<String> {
             "deployer.build.target_dir={}",
             selfheal_scenario::example_target_dir().display()
         ),
-        format!("safety_gate.gate.work_dir={}", data("gate")),
         format!(
             "safety_gate.gate.target_dir={}",
             selfheal_scenario::example_target_dir().display()
