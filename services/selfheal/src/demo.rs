@@ -216,6 +216,14 @@ pub async fn run(
         entries: Vec::new(),
         sink,
     };
+    // A kept work directory starts each run afresh: a new deployer (and its fencing tokens)
+    // and a new audit chain.
+    for owned in ["deployer", "audit"] {
+        let dir = work.join(owned);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(DemoError::WorkDir)?;
+        }
+    }
     let mut overrides = demo_settings(&work);
     overrides.extend(options.overrides.iter().cloned());
     let mesh = crate::mesh::start(MeshOptions {

@@ -22,9 +22,11 @@ pub(crate) struct Output {
 
 pub(crate) async fn run(options: DemoOptions, output: Output) -> ExitCode {
     // Traces go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set: one trace per saga.
-    let _telemetry = match selfheal_telemetry::init(&selfheal_telemetry::TelemetryConfig::from_env(
-        "selfheal",
-    )) {
+    // The timeline is the demo's output; the services' own logs only show warnings unless
+    // RUST_LOG asks for more.
+    let mut telemetry = selfheal_telemetry::TelemetryConfig::from_env("selfheal");
+    telemetry.default_filter = "warn".to_owned();
+    let _telemetry = match selfheal_telemetry::init(&telemetry) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("selfheal demo: {error}");
