@@ -13,6 +13,9 @@ cd "$repo"
 # incremental.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/selfheal/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Incremental compilation caches grow by gigabytes per checkout path and buy nothing for a
+# build that runs once; the shared target directory already keeps dependencies warm.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Two cores: keep the linker and test threads from thrashing.
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 
