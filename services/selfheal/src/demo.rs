@@ -40,6 +40,43 @@ pub struct DemoOptions {
     pub after_window: Duration,
     /// `service.key=value` settings applied after the demo's own.
     pub overrides: Vec<String>,
+    /// Called once, as soon as the incident's saga is known (failure injection uses it).
+    pub on_saga: Option<SagaHook>,
+}
+
+/// The mesh and the saga, as [`DemoOptions::on_saga`] sees them.
+#[derive(Clone, Debug)]
+pub struct SagaStarted {
+    pub saga_id: String,
+    pub incident: pb::Incident,
+    /// gRPC addresses (`http://host:port`) of the in-process services, by name.
+    pub endpoints: Vec<(&'static str, String)>,
+}
+
+impl SagaStarted {
+    /// The gRPC address of `service`.
+    pub fn endpoint(&self, service: &str) -> String {
+        self.endpoints
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, url)| url.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// What a [`SagaHook`] runs.
+pub type SagaAction = dyn Fn(SagaStarted) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    + Send
+    + Sync;
+
+/// An action run when the demo's saga has started.
+#[derive(Clone)]
+pub struct SagaHook(pub std::sync::Arc<SagaAction>);
+
+impl std::fmt::Debug for SagaHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SagaHook")
+    }
 }
 
 impl Default for DemoOptions {
@@ -51,6 +88,7 @@ impl Default for DemoOptions {
             timeout: Duration::from_secs(600),
             after_window: Duration::from_secs(3),
             overrides: Vec::new(),
+            on_saga: None,
         }
     }
 }
@@ -111,6 +149,10 @@ pub struct DemoSummary {
     pub audit_records: u64,
     /// Where the scenario repository is (kept with `--work-dir`).
     pub repository: String,
+    pub good_commit: String,
+    pub bad_commit: String,
+    /// The commit the stable version was built from when the demo ended.
+    pub final_stable_commit: String,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -138,7 +180,7 @@ pub enum DemoError {
     Timeout(Duration),
 }
 
-fn step_error(step: &'static str) -> impl Fn(tonic::Status) -> DemoError {
+pub(crate) fn step_error(step: &'static str) -> impl Fn(tonic::Status) -> DemoError {
     move |status| DemoError::Step {
         step,
         message: format!("{}: {}", status.code(), status.message()),
@@ -147,7 +189,7 @@ fn step_error(step: &'static str) -> impl Fn(tonic::Status) -> DemoError {
 
 /// The settings the demo needs on top of the defaults: fast scrapes and short windows so a
 /// 15% error rate is noticed in seconds, and every store inside the work directory.
-fn demo_settings(work: &Path) -> Vec<String> {
+pub(crate) fn demo_settings(work: &Path) -> Vec<String> {
     let data = |name: &str| work.join(name).display().to_string();
     vec![
         "detector.scrape.interval=250ms".to_owned(),
@@ -370,7 +412,19 @@ async fn drive(
     );
     let at_load_start = probe.counts().await;
 
-    let outcome = watch(&mut clients, &probe, timeline).await;
+    let endpoints: Vec<(&'static str, String)> = mesh
+        .endpoints()
+        .iter()
+        .map(|e| (e.service, e.grpc_url()))
+        .collect();
+    let outcome = watch(
+        &mut clients,
+        &probe,
+        timeline,
+        options.on_saga.as_ref(),
+        endpoints,
+    )
+    .await;
     let (saga, incident, at_detection) = match outcome {
         Ok(found) => found,
         Err(error) => {
@@ -400,6 +454,12 @@ async fn drive(
     let _ = load.await;
     let _ = discovery.await;
 
+    let final_stable_commit = service_status(&mut clients.deployer)
+        .await
+        .ok()
+        .and_then(|status| status.stable)
+        .map(|stable| stable.commit)
+        .unwrap_or_default();
     let verify = clients
         .audit
         .verify(pb::VerifyChainRequest {})
@@ -484,6 +544,9 @@ async fn drive(
         audit_chain_ok: verify.ok,
         audit_records: verify.records_checked,
         repository: scenario.repo.display().to_string(),
+        good_commit: scenario.good_commit.clone(),
+        bad_commit: scenario.bad_commit.clone(),
+        final_stable_commit,
         timeline: Vec::new(),
     })
 }
@@ -493,6 +556,8 @@ async fn watch(
     clients: &mut Clients,
     probe: &LoadProbe,
     timeline: &mut Timeline,
+    on_saga: Option<&SagaHook>,
+    endpoints: Vec<(&'static str, String)>,
 ) -> Result<(pb::Saga, pb::Incident, Counts), DemoError> {
     let mut incidents = clients
         .detector
@@ -539,6 +604,13 @@ async fn watch(
         format!("saga {saga_id} started for {}", incident.id),
         Vec::new(),
     );
+    if let Some(hook) = on_saga {
+        tokio::spawn((hook.0)(SagaStarted {
+            saga_id: saga_id.clone(),
+            incident: incident.clone(),
+            endpoints,
+        }));
+    }
     let mut events = clients
         .orchestrator
         .watch_saga(pb::WatchSagaRequest {
@@ -650,7 +722,7 @@ async fn follow_stable(
     }
 }
 
-async fn service_status(
+pub(crate) async fn service_status(
     deployer: &mut DeployerClient<selfheal_telemetry::TracedChannel>,
 ) -> Result<pb::ServiceStatus, DemoError> {
     deployer
@@ -670,7 +742,7 @@ async fn service_status(
 }
 
 /// Deploys `commit` as the new stable (the way a release pipeline would) and returns its version.
-async fn deploy_direct(
+pub(crate) async fn deploy_direct(
     deployer: &mut DeployerClient<selfheal_telemetry::TracedChannel>,
     repo: &Path,
     commit: &str,

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod demo;
 pub mod incidents;
+pub mod inject;
 pub mod load;
 pub mod mesh;
 pub mod status;

@@ -73,6 +73,35 @@ per-step breakdown, the error rate before and after, and the decisions taken.",
         /// Override a setting of one service, e.g. `--set detector.detection.window=5s`.
         #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
         set: Vec<String>,
+        /// Show a failure scenario inside the demo: safety_gate_rejection, lock_store_unavailable,
+        /// graph_store_unavailable or no_fix_found (`selfheal inject` runs and judges them all).
+        #[arg(long, value_name = "NAME")]
+        inject_failure: Option<String>,
+    },
+    /// Run the failure-injection matrix: real faults in real processes, reactions judged from state.
+    #[command(
+        after_help = "Each scenario injects a real fault (a bad release, an unreachable store, a policy \
+that rejects every fix, a hanging LLM endpoint, a second alert) and judges the reaction from the \
+saga's final state and decisions, the deployer's stable version and the rollout's events. \
+Scenarios not built yet are listed as such and never count as passing. Exit status: 0 when every \
+scenario run passed."
+    )]
+    Inject {
+        /// One scenario by name.
+        #[arg(long, value_name = "NAME", conflicts_with = "all", required_unless_present_any = ["all", "list"])]
+        scenario: Option<String>,
+        /// Every built scenario, then the table of all twenty.
+        #[arg(long)]
+        all: bool,
+        /// List the scenarios and their expected reactions.
+        #[arg(long)]
+        list: bool,
+        /// Print the outcomes as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keep each scenario's repositories and stores here.
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
     },
     /// List the sagas the orchestrator runs or ran, show one, approve or abort one.
     #[command(subcommand)]
@@ -272,12 +301,27 @@ fn main() -> ExitCode {
                 rate,
                 timeout,
                 set,
+                inject_failure,
             } => {
+                let mut overrides = Vec::new();
+                if let Some(name) = inject_failure {
+                    match selfheal::inject::injected_settings(&name) {
+                        Some(settings) => overrides.extend(settings),
+                        None => {
+                            eprintln!(
+                                "selfheal demo: --inject-failure {name:?} is not a setting-injected scenario; \
+one of: safety_gate_rejection, lock_store_unavailable, graph_store_unavailable, no_fix_found"
+                            );
+                            return ExitCode::from(EX_CONFIG as u8);
+                        }
+                    }
+                }
+                overrides.extend(set);
                 let mut options = selfheal::demo::DemoOptions {
                     work_dir,
                     rate,
                     timeout,
-                    overrides: set,
+                    overrides,
                     ..Default::default()
                 };
                 if let Some(example) = example {
@@ -292,6 +336,13 @@ fn main() -> ExitCode {
                 demo_cli::run(options, output).await
             }
             Command::Incidents(command) => incidents(command).await,
+            Command::Inject {
+                scenario,
+                all,
+                list,
+                json,
+                work_dir,
+            } => inject(scenario, all, list, json, work_dir).await,
             Command::Up {
                 config,
                 host,
@@ -333,6 +384,98 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+async fn inject(
+    scenario: Option<String>,
+    all: bool,
+    list: bool,
+    json: bool,
+    work_dir: Option<PathBuf>,
+) -> ExitCode {
+    use selfheal::inject::{MATRIX, Outcome};
+    if list {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "scenario",
+            "expected reaction",
+            "built",
+        ]);
+        for row in MATRIX {
+            table.add_row([
+                row.name,
+                row.expected,
+                if row.built { "yes" } else { "not yet" },
+            ]);
+        }
+        println!("{table}");
+        return ExitCode::SUCCESS;
+    }
+    let temp = match tempfile::Builder::new()
+        .prefix("selfheal-inject-")
+        .tempdir()
+    {
+        Ok(temp) => temp,
+        Err(error) => {
+            eprintln!("selfheal inject: cannot create a work directory: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let work = work_dir.unwrap_or_else(|| temp.path().to_path_buf());
+    let names: Vec<String> = match scenario {
+        Some(name) => vec![name],
+        None if all => MATRIX.iter().map(|s| s.name.to_owned()).collect(),
+        None => Vec::new(),
+    };
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for name in &names {
+        if !json {
+            eprintln!("▶ {name}");
+        }
+        match selfheal::inject::run(name, &work).await {
+            Ok(outcome) => {
+                if !json {
+                    eprintln!("  {}: {}", outcome.result, outcome.observed);
+                }
+                outcomes.push(outcome);
+            }
+            Err(error) => {
+                eprintln!("selfheal inject: {error}");
+                return ExitCode::from(EX_CONFIG as u8);
+            }
+        }
+    }
+    if json {
+        if !print_json(&outcomes) {
+            return ExitCode::FAILURE;
+        }
+    } else {
+        let mut table = Table::new();
+        table
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+            .set_width(140)
+            .set_header(["scenario", "expected", "observed", "result", "time"]);
+        for o in &outcomes {
+            table.add_row([
+                o.scenario.clone(),
+                o.expected.clone(),
+                o.observed.clone(),
+                o.result.clone(),
+                format!("{:.1} s", o.seconds),
+            ]);
+        }
+        println!("{table}");
+        let passed = outcomes.iter().filter(|o| o.passed()).count();
+        println!("{passed}/{} passed", outcomes.len());
+    }
+    let failed = outcomes.iter().any(|o| o.result == "fail");
+    let unbuilt = outcomes.iter().any(|o| o.result == "not built");
+    if failed || unbuilt {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 async fn incidents(command: IncidentsCommand) -> ExitCode {

@@ -32,7 +32,7 @@ pub struct MeshOptions<'a> {
     /// `service.key=value` settings, e.g. `detector.server.shutdown_grace=5s`.
     pub overrides: Vec<String>,
     /// Environment: `SELFHEAL_DETECTOR__SERVER__SHUTDOWN_GRACE=5s` and so on.
-    pub env: &'a dyn EnvSource,
+    pub env: &'a (dyn EnvSource + Sync),
 }
 
 impl std::fmt::Debug for MeshOptions<'_> {

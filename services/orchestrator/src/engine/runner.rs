@@ -958,15 +958,24 @@ impl SagaRun {
                             repository: version.repository.clone(),
                             ..Default::default()
                         };
-                        rca.record_deployment(request(
-                            pb::RecordDeploymentRequest {
-                                deployment: Some(deployment),
-                                ..Default::default()
-                            },
-                            left,
-                        ))
-                        .await
-                        .map_err(|s| StepError::from_status(&s))?;
+                        // The graph is one source of evidence among several: when it cannot
+                        // take the deployment, the analysis still runs and names the gap.
+                        if let Err(status) = rca
+                            .record_deployment(request(
+                                pb::RecordDeploymentRequest {
+                                    deployment: Some(deployment),
+                                    ..Default::default()
+                                },
+                                left,
+                            ))
+                            .await
+                        {
+                            tracing::warn!(
+                                code = ?status.code(),
+                                message = status.message(),
+                                "rca could not record the deployment; analysing without it"
+                            );
+                        }
                     }
                     let analysis = rca
                         .analyze(request(
@@ -1128,7 +1137,16 @@ impl SagaRun {
             "notes": response.notes,
             "response_pb": encode(&response),
         });
-        let summary = format!("{} candidates", response.candidates.len());
+        // Strategies that produced nothing say why (e.g. "llm: timed out after 10s").
+        let summary = if response.notes.is_empty() {
+            format!("{} candidates", response.candidates.len())
+        } else {
+            format!(
+                "{} candidates ({})",
+                response.candidates.len(),
+                response.notes.join("; ")
+            )
+        };
         self.candidates = response.candidates;
         self.end("patch", started, attempts, summary, outputs).await
     }

@@ -1,0 +1,596 @@
+//! `selfheal inject`: the failure-injection matrix. Each scenario injects a real fault into real
+//! processes — the demo's mesh, its target, its backing stores — and judges the reaction from
+//! observable state only: the saga's final state and decisions, the deployer's stable version,
+//! the rollout's last event. Scenarios of the matrix that are not built yet are listed as such
+//! and never counted as passing.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use selfheal_proto::v1 as pb;
+use selfheal_proto::v1::deployer_client::DeployerClient;
+use selfheal_proto::v1::orchestrator_client::OrchestratorClient;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::demo::{DemoOptions, DemoSummary, SagaHook, SagaStarted, TimelineEntry};
+
+/// One row of the matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct ScenarioInfo {
+    pub name: &'static str,
+    /// The reaction the design promises.
+    pub expected: &'static str,
+    /// Whether the scenario can be run yet.
+    pub built: bool,
+}
+
+/// The twenty scenarios of the matrix, in its order.
+pub const MATRIX: [ScenarioInfo; 20] = [
+    info("high_error_rate", "auto-fix, resolved", true),
+    info(
+        "conflicting_fixes",
+        "one saga holds the lock; the other incident joins it",
+        true,
+    ),
+    info(
+        "canary_failure",
+        "rollback, next candidate or escalate",
+        false,
+    ),
+    info(
+        "safety_gate_rejection",
+        "every candidate rejected by policy, escalate",
+        true,
+    ),
+    info(
+        "cascading_failures",
+        "fix the root, or escalate when confidence is low",
+        false,
+    ),
+    info(
+        "infinite_loop",
+        "canary hangs, latency explodes: rollback",
+        true,
+    ),
+    info(
+        "audit_log_corruption",
+        "verification fails, automation halts, human alerted",
+        false,
+    ),
+    info("memory_leak", "canary memory grows: rollback", false),
+    info(
+        "lock_holder_crash",
+        "lease expires, another instance resumes; stale token rejected",
+        false,
+    ),
+    info(
+        "orchestrator_restart_mid_saga",
+        "resumes from the journal, nothing done twice",
+        false,
+    ),
+    info(
+        "audit_store_unavailable",
+        "records spool durably and replay; no deploy runs unrecorded",
+        false,
+    ),
+    info(
+        "lock_store_unavailable",
+        "no lock, no deploy: fail closed, incident kept",
+        true,
+    ),
+    info(
+        "graph_store_unavailable",
+        "RCA degrades to logs and traces with lower confidence; resolved",
+        true,
+    ),
+    info(
+        "patch_build_failure",
+        "candidate rejected, next candidate ships",
+        true,
+    ),
+    info(
+        "tests_fail",
+        "candidate rejected, next candidate ships",
+        true,
+    ),
+    info(
+        "flapping_alert",
+        "hysteresis: one incident, no duplicate sagas",
+        false,
+    ),
+    info(
+        "llm_timeout",
+        "fall back to template and revert strategies; resolved",
+        true,
+    ),
+    info(
+        "verification_failure",
+        "errors persist after 100%: rollback, escalate",
+        false,
+    ),
+    info(
+        "deployer_crash_during_canary",
+        "traffic returns to stable, saga compensates",
+        false,
+    ),
+    info(
+        "no_fix_found",
+        "low RCA confidence: escalate with the full report",
+        true,
+    ),
+];
+
+const fn info(name: &'static str, expected: &'static str, built: bool) -> ScenarioInfo {
+    ScenarioInfo {
+        name,
+        expected,
+        built,
+    }
+}
+
+/// What one scenario showed.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Outcome {
+    pub scenario: String,
+    pub expected: String,
+    pub observed: String,
+    /// `pass`, `fail` or `not built`.
+    pub result: String,
+    pub seconds: f64,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.result == "pass"
+    }
+}
+
+/// The scenario names, for `--help` and errors.
+pub fn names() -> Vec<&'static str> {
+    MATRIX.iter().map(|s| s.name).collect()
+}
+
+/// Runs one scenario; `work` keeps its repositories and stores.
+pub async fn run(name: &str, work: &Path) -> Result<Outcome, String> {
+    let info = MATRIX
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| format!("unknown scenario {name:?}; one of: {}", names().join(", ")))?;
+    let started = Instant::now();
+    let judged: Result<(bool, String), String> = if info.built {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        judge(name, &dir).await
+    } else {
+        Ok((false, "not built yet".to_owned()))
+    };
+    let (passed, observed) = judged.unwrap_or_else(|error| (false, format!("error: {error}")));
+    Ok(Outcome {
+        scenario: name.to_owned(),
+        expected: info.expected.to_owned(),
+        observed,
+        result: if !info.built {
+            "not built".to_owned()
+        } else if passed {
+            "pass".to_owned()
+        } else {
+            "fail".to_owned()
+        },
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The demo with `overrides` and an optional hook, its timeline discarded.
+async fn demo(
+    work: &Path,
+    overrides: Vec<String>,
+    on_saga: Option<SagaHook>,
+) -> Result<DemoSummary, String> {
+    let (sink, mut events) = mpsc::unbounded_channel::<TimelineEntry>();
+    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let options = DemoOptions {
+        work_dir: Some(work.to_path_buf()),
+        timeout: Duration::from_secs(300),
+        overrides,
+        on_saga,
+        ..Default::default()
+    };
+    let result = crate::demo::run(options, sink).await;
+    let _ = drain.await;
+    result.map_err(|error| error.to_string())
+}
+
+fn gate_reasons(summary: &DemoSummary) -> Vec<&str> {
+    summary
+        .decisions
+        .iter()
+        .filter(|d| d.kind == "safety_gate" && d.outcome == "reject")
+        .map(|d| d.reasoning.as_str())
+        .collect()
+}
+
+fn step_summary<'a>(summary: &'a DemoSummary, step: &str) -> Option<&'a str> {
+    summary
+        .steps
+        .iter()
+        .find(|s| s.name == step)
+        .map(|s| s.summary.as_str())
+}
+
+fn root_cause_confidence(summary: &DemoSummary) -> f64 {
+    summary
+        .decisions
+        .iter()
+        .find(|d| d.kind == "root_cause")
+        .map_or(0.0, |d| d.confidence)
+}
+
+/// The settings that inject a scenario's fault into the demo's mesh, for the scenarios whose
+/// fault is a setting (`selfheal demo --inject-failure` uses them too).
+pub fn injected_settings(name: &str) -> Option<Vec<String>> {
+    let settings: &[&str] = match name {
+        // The smallest fix changes two lines; a one-line limit rejects every candidate.
+        "safety_gate_rejection" => &["safety_gate.gate.max_changed_lines=1"],
+        // Nothing listens on port 9 of loopback: every lock call fails.
+        "lock_store_unavailable" => &[
+            "orchestrator.lock.backend=redis",
+            "orchestrator.lock.redis_url=redis://127.0.0.1:9",
+            "orchestrator.lock.ttl=1s",
+            "orchestrator.lock.timeout=200ms",
+            "orchestrator.saga.deadlines.lock=3s",
+        ],
+        "graph_store_unavailable" => &[
+            "rca.graph.backend=neo4j",
+            "rca.graph.uri=bolt://127.0.0.1:9",
+            "rca.graph.connect_timeout=500ms",
+            "rca.graph.query_timeout=500ms",
+        ],
+        // No analysis is ever this sure, so the saga must hand over to a person.
+        "no_fix_found" => &["orchestrator.saga.min_confidence=0.999"],
+        _ => return None,
+    };
+    Some(settings.iter().map(|s| (*s).to_owned()).collect())
+}
+
+fn settings(name: &str) -> Vec<String> {
+    injected_settings(name).unwrap_or_default()
+}
+
+type Judged = Pin<Box<dyn Future<Output = Result<(bool, String), String>> + Send>>;
+
+fn judge(name: &str, work: &Path) -> Judged {
+    let work = work.to_path_buf();
+    match name {
+        "high_error_rate" => Box::pin(async move {
+            let s = demo(&work, Vec::new(), None).await?;
+            let ok = s.healed() && s.error_rate_after < 0.01 && s.audit_chain_ok;
+            Ok((
+                ok,
+                format!(
+                    "{}; errors {:.1}% → {:.2}%; MTTR {:.1} s; chain {}",
+                    s.status,
+                    s.error_rate_before * 100.0,
+                    s.error_rate_after * 100.0,
+                    s.mttr_seconds,
+                    if s.audit_chain_ok {
+                        "verified"
+                    } else {
+                        "broken"
+                    }
+                ),
+            ))
+        }),
+        "conflicting_fixes" => Box::pin(conflicting_fixes(work)),
+        "safety_gate_rejection" => Box::pin(async move {
+            let s = demo(&work, settings("safety_gate_rejection"), None).await?;
+            let reasons = gate_reasons(&s);
+            let all_policy = !reasons.is_empty() && reasons.iter().all(|r| r.contains("policy"));
+            let ok = s.status == "escalated" && all_policy && s.final_stable_commit == s.bad_commit;
+            Ok((
+                ok,
+                format!(
+                    "{}; {} candidates rejected by {}; nothing deployed",
+                    s.status,
+                    reasons.len(),
+                    if all_policy { "policy" } else { "other checks" }
+                ),
+            ))
+        }),
+        "infinite_loop" => Box::pin(infinite_loop(work)),
+        "lock_store_unavailable" => Box::pin(async move {
+            let s = demo(&work, settings("lock_store_unavailable"), None).await?;
+            let deployed = s
+                .steps
+                .iter()
+                .any(|step| step.name == "deploy" && step.status == "succeeded");
+            let ok = !s.healed() && !deployed && s.final_stable_commit == s.bad_commit;
+            Ok((
+                ok,
+                format!(
+                    "{}; deploy {}; the buggy version still serves; incident {} kept",
+                    s.status,
+                    if deployed { "RAN" } else { "never ran" },
+                    s.incident_id
+                ),
+            ))
+        }),
+        "graph_store_unavailable" => Box::pin(async move {
+            let s = demo(&work, settings("graph_store_unavailable"), None).await?;
+            let confidence = root_cause_confidence(&s);
+            let ok = s.healed() && confidence < 0.97;
+            Ok((
+                ok,
+                format!(
+                    "{}; root-cause confidence {confidence:.2} without the graph",
+                    s.status
+                ),
+            ))
+        }),
+        "patch_build_failure" | "tests_fail" => {
+            let check = if name == "patch_build_failure" {
+                "build"
+            } else {
+                "test"
+            };
+            Box::pin(async move {
+                let s = demo(&work, Vec::new(), None).await?;
+                let rejected = gate_reasons(&s)
+                    .iter()
+                    .filter(|r| r.contains(&format!("the {check} check failed")))
+                    .count();
+                let ok = s.healed() && rejected > 0;
+                Ok((
+                    ok,
+                    format!(
+                        "{rejected} candidate(s) rejected at the {check} check; {} with the next candidate",
+                        s.status
+                    ),
+                ))
+            })
+        }
+        "llm_timeout" => Box::pin(llm_timeout(work)),
+        "no_fix_found" => Box::pin(async move {
+            let s = demo(&work, settings("no_fix_found"), None).await?;
+            let patched = s.steps.iter().any(|step| step.name == "patch");
+            let ok = s.status == "escalated" && !patched && s.final_stable_commit == s.bad_commit;
+            Ok((
+                ok,
+                format!(
+                    "{} at confidence {:.2}; {}",
+                    s.status,
+                    root_cause_confidence(&s),
+                    if patched {
+                        "a patch was still generated"
+                    } else {
+                        "no automated change"
+                    }
+                ),
+            ))
+        }),
+        other => {
+            let other = other.to_owned();
+            Box::pin(async move { Err(format!("{other} has no injection")) })
+        }
+    }
+}
+
+/// A second incident for the same service while its saga runs.
+async fn conflicting_fixes(work: std::path::PathBuf) -> Result<(bool, String), String> {
+    let answer: Arc<Mutex<Option<Result<pb::ReportIncidentResponse, String>>>> = Arc::default();
+    let seen = Arc::clone(&answer);
+    let hook = SagaHook(Arc::new(move |started: SagaStarted| {
+        let seen = Arc::clone(&seen);
+        Box::pin(async move {
+            let result = async {
+                let channel = selfheal_telemetry::connect_lazy(
+                    &started.endpoint("orchestrator"),
+                    Duration::from_secs(5),
+                )
+                .map_err(|e| e.to_string())?;
+                let mut incident = started.incident.clone();
+                incident.id = format!("{}-second", incident.id);
+                incident.fingerprint = format!("{}-second", incident.fingerprint);
+                incident.summary = "a second alert for the same service".into();
+                OrchestratorClient::new(channel)
+                    .report_incident(pb::ReportIncidentRequest {
+                        incident: Some(incident),
+                    })
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|status| status.to_string())
+            }
+            .await;
+            *seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
+        })
+    }));
+    let s = demo(&work, Vec::new(), Some(hook)).await?;
+    let answer = answer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match answer {
+        Some(Ok(response)) => {
+            let ok = response.joined && response.saga_id == s.saga_id && s.healed();
+            Ok((
+                ok,
+                format!(
+                    "second incident {} saga {}; {}",
+                    if response.joined {
+                        "joined"
+                    } else {
+                        "did NOT join"
+                    },
+                    response.saga_id,
+                    s.status
+                ),
+            ))
+        }
+        Some(Err(error)) => Ok((false, format!("the second report failed: {error}"))),
+        None => Ok((false, "the second incident was never reported".into())),
+    }
+}
+
+/// An LLM endpoint that accepts connections and never answers.
+async fn llm_timeout(work: std::path::PathBuf) -> Result<(bool, String), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let stop = CancellationToken::new();
+    let hang = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    accepted = listener.accept() => {
+                        if let Ok((socket, _)) = accepted {
+                            held.push(socket);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let result = demo(
+        &work,
+        vec![
+            "patcher.llm.enabled=true".into(),
+            format!("patcher.llm.base_url=http://{address}/v1"),
+            "patcher.llm.model=any".into(),
+            "patcher.llm.api_key_env=".into(),
+            "patcher.llm.timeout=1s".into(),
+        ],
+        None,
+    )
+    .await;
+    stop.cancel();
+    let _ = hang.await;
+    let s = result?;
+    let patch = step_summary(&s, "patch").unwrap_or_default().to_owned();
+    let ok = s.healed() && patch.contains("timed out");
+    Ok((ok, format!("{}; patch step: {patch}", s.status)))
+}
+
+/// A release whose new code hangs for some customers, shipped as a canary.
+async fn infinite_loop(work: std::path::PathBuf) -> Result<(bool, String), String> {
+    let mut overrides = crate::demo::demo_settings(&work);
+    overrides.push("deployer.router.upstream_timeout=1s".into());
+    let mesh = crate::mesh::start(crate::mesh::MeshOptions {
+        host: std::net::Ipv4Addr::LOCALHOST.into(),
+        base_port: 0,
+        config_file: None,
+        overrides,
+        env: &selfheal_service::ProcessEnv,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let result = async {
+        let repo = work.join("repo");
+        if repo.exists() {
+            std::fs::remove_dir_all(&repo).map_err(|e| e.to_string())?;
+        }
+        let example = selfheal_scenario::examples_dir().join(crate::demo::SERVICE);
+        let scenario = tokio::task::spawn_blocking(move || {
+            selfheal_scenario::build_variant(&example, "loop", &repo)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let url = mesh
+            .endpoint("deployer")
+            .map(crate::mesh::Endpoint::grpc_url)
+            .unwrap_or_default();
+        let channel = selfheal_telemetry::connect_lazy(&url, Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        let mut deployer = DeployerClient::new(channel);
+        crate::demo::deploy_direct(&mut deployer, &scenario.repo, &scenario.good_commit)
+            .await
+            .map_err(|e| e.to_string())?;
+        let public = crate::demo::service_status(&mut deployer)
+            .await
+            .map_err(|e| e.to_string())?
+            .public_address;
+        let stop = CancellationToken::new();
+        let load = {
+            let stop = stop.clone();
+            let plan = crate::load::LoadPlan {
+                target: format!("http://{public}"),
+                rate: 50,
+                duration: Duration::from_secs(300),
+                concurrency: 256,
+                customers: 1000,
+                timeout: Duration::from_secs(5),
+            };
+            tokio::spawn(async move { crate::load::run(&plan, stop, |_| {}).await })
+        };
+        let mut stream = deployer
+            .deploy(pb::DeployRequest {
+                service: crate::demo::SERVICE.into(),
+                source: Some(pb::SourceRef {
+                    repository: scenario.repo.display().to_string(),
+                    commit: scenario.bad_commit.clone(),
+                }),
+                strategy: pb::RolloutStrategy::Canary.into(),
+                plan: Some(pb::CanaryPlan {
+                    steps: vec![10, 50, 100],
+                    analysis_window: Some(
+                        Duration::from_secs(3)
+                            .try_into()
+                            .map_err(|_| "a valid duration".to_owned())?,
+                    ),
+                    min_requests: 10,
+                    max_error_rate: 0.05,
+                    failure_limit: 0,
+                }),
+                idempotency_key: "inject-infinite-loop".into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| s.to_string())?
+            .into_inner();
+        let mut last = None;
+        while let Some(response) = stream.message().await.map_err(|s| s.to_string())? {
+            last = response.event;
+        }
+        stop.cancel();
+        let _ = load.await;
+        let stable = crate::demo::service_status(&mut deployer)
+            .await
+            .map_err(|e| e.to_string())?
+            .stable
+            .map(|s| s.commit)
+            .unwrap_or_default();
+        let last = last.ok_or("the deployer sent no rollout events")?;
+        let rolled_back = last.kind == pb::RolloutEventKind::RolledBack as i32;
+        let ok = rolled_back && stable == scenario.good_commit;
+        Ok((
+            ok,
+            format!(
+                "canary {} ({}); stable is the {} commit",
+                if rolled_back {
+                    "rolled back"
+                } else {
+                    "NOT rolled back"
+                },
+                last.message,
+                if stable == scenario.good_commit {
+                    "good"
+                } else {
+                    "hanging"
+                }
+            ),
+        ))
+    }
+    .await;
+    let _ = mesh.stop().await;
+    result
+}
