@@ -7,7 +7,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// How log lines are written to stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -90,10 +90,16 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// What is exported as spans, whatever the log filter says.
+const TRACE_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn";
+
 /// Installs the global subscriber. Must be called inside a Tokio runtime when OTLP is on.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&config.default_filter));
+    // `RUST_LOG` (or the default filter) decides what is logged; traces keep every span at info,
+    // so quieting the logs never cuts a saga's trace apart.
+    let log_filter = || {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.default_filter))
+    };
     let provider = match &config.otlp_endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -117,12 +123,18 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         }
         None => None,
     };
-    let otel_layer = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("selfheal")));
+    let otel_layer = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("selfheal"))
+            .with_filter(EnvFilter::new(TRACE_FILTER))
+    });
     let (text, json) = match config.log_format {
         LogFormat::Text => (
-            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(log_filter()),
+            ),
             None,
         ),
         LogFormat::Json => (
@@ -130,12 +142,12 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             Some(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(log_filter()),
             ),
         ),
     };
     tracing_subscriber::registry()
-        .with(filter)
         .with(text)
         .with(json)
         .with(otel_layer)
