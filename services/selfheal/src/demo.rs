@@ -84,7 +84,7 @@ impl Default for DemoOptions {
         Self {
             example: selfheal_scenario::examples_dir().join(SERVICE),
             work_dir: None,
-            rate: 50,
+            rate: 100,
             timeout: Duration::from_secs(600),
             after_window: Duration::from_secs(3),
             overrides: Vec::new(),
@@ -196,9 +196,10 @@ pub(crate) fn demo_settings(work: &Path) -> Vec<String> {
         "detector.scrape.timeout=250ms".to_owned(),
         "detector.detection.window=3s".to_owned(),
         "detector.detection.min_requests=20".to_owned(),
-        // Canary steps and verification judged over seconds, not the production minutes.
+        // Canary steps and verification judged over seconds, not the production minutes: at the
+        // demo's 100 requests/s a 10% canary sees about 20 requests per 2 s window.
         "orchestrator.saga.canary.analysis_window=2s".to_owned(),
-        "orchestrator.saga.canary.min_requests=10".to_owned(),
+        "orchestrator.saga.canary.min_requests=5".to_owned(),
         "orchestrator.saga.verify.window=2s".to_owned(),
         "orchestrator.saga.verify.min_requests=20".to_owned(),
         format!("audit.file.path={}", data("audit")),

@@ -524,7 +524,7 @@ async fn infinite_loop(work: std::path::PathBuf) -> Result<(bool, String), Strin
             let stop = stop.clone();
             let plan = crate::load::LoadPlan {
                 target: format!("http://{public}"),
-                rate: 50,
+                rate: 100,
                 duration: Duration::from_secs(300),
                 concurrency: 256,
                 customers: 1000,

@@ -65,7 +65,7 @@ per-step breakdown, the error rate before and after, and the decisions taken.",
         #[arg(long, value_name = "DIR")]
         example: Option<PathBuf>,
         /// Requests per second of the load generator.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 100)]
         rate: u32,
         /// Give up when the saga has not finished after this long.
         #[arg(long, default_value = "10m", value_parser = humantime_duration)]
