@@ -19,118 +19,115 @@ use tokio_util::sync::CancellationToken;
 
 use crate::demo::{DemoOptions, DemoSummary, SagaHook, SagaStarted, TimelineEntry};
 
+mod audit_faults;
+mod input_faults;
+mod process_faults;
+mod target_faults;
+
 /// One row of the matrix.
 #[derive(Clone, Copy, Debug)]
 pub struct ScenarioInfo {
     pub name: &'static str,
     /// The reaction the design promises.
     pub expected: &'static str,
-    /// Whether the scenario can be run yet.
-    pub built: bool,
 }
+
+impl ScenarioInfo {
+    /// Whether the scenario can be run yet.
+    pub fn built(&self) -> bool {
+        BUILT.contains(&self.name)
+            || target_faults::BUILT.contains(&self.name)
+            || audit_faults::BUILT.contains(&self.name)
+            || process_faults::BUILT.contains(&self.name)
+            || input_faults::BUILT.contains(&self.name)
+    }
+}
+
+/// The scenarios this file judges; the submodules list their own.
+const BUILT: &[&str] = &[
+    "high_error_rate",
+    "conflicting_fixes",
+    "safety_gate_rejection",
+    "infinite_loop",
+    "lock_store_unavailable",
+    "graph_store_unavailable",
+    "patch_build_failure",
+    "tests_fail",
+    "llm_timeout",
+    "no_fix_found",
+];
 
 /// The twenty scenarios of the matrix, in its order.
 pub const MATRIX: [ScenarioInfo; 20] = [
-    info("high_error_rate", "auto-fix, resolved", true),
+    info("high_error_rate", "auto-fix, resolved"),
     info(
         "conflicting_fixes",
         "one saga holds the lock; the other incident joins it",
-        true,
     ),
-    info(
-        "canary_failure",
-        "rollback, next candidate or escalate",
-        false,
-    ),
+    info("canary_failure", "rollback, next candidate or escalate"),
     info(
         "safety_gate_rejection",
         "every candidate rejected by policy, escalate",
-        true,
     ),
     info(
         "cascading_failures",
         "fix the root, or escalate when confidence is low",
-        false,
     ),
-    info(
-        "infinite_loop",
-        "canary hangs, latency explodes: rollback",
-        true,
-    ),
+    info("infinite_loop", "canary hangs, latency explodes: rollback"),
     info(
         "audit_log_corruption",
         "verification fails, automation halts, human alerted",
-        false,
     ),
-    info("memory_leak", "canary memory grows: rollback", false),
+    info("memory_leak", "canary memory grows: rollback"),
     info(
         "lock_holder_crash",
         "lease expires, another instance resumes; stale token rejected",
-        false,
     ),
     info(
         "orchestrator_restart_mid_saga",
         "resumes from the journal, nothing done twice",
-        false,
     ),
     info(
         "audit_store_unavailable",
         "records spool durably and replay; no deploy runs unrecorded",
-        false,
     ),
     info(
         "lock_store_unavailable",
         "no lock, no deploy: fail closed, incident kept",
-        true,
     ),
     info(
         "graph_store_unavailable",
         "RCA degrades to logs and traces with lower confidence; resolved",
-        true,
     ),
     info(
         "patch_build_failure",
         "candidate rejected, next candidate ships",
-        true,
     ),
-    info(
-        "tests_fail",
-        "candidate rejected, next candidate ships",
-        true,
-    ),
+    info("tests_fail", "candidate rejected, next candidate ships"),
     info(
         "flapping_alert",
         "hysteresis: one incident, no duplicate sagas",
-        false,
     ),
     info(
         "llm_timeout",
         "fall back to template and revert strategies; resolved",
-        true,
     ),
     info(
         "verification_failure",
         "errors persist after 100%: rollback, escalate",
-        false,
     ),
     info(
         "deployer_crash_during_canary",
         "traffic returns to stable, saga compensates",
-        false,
     ),
     info(
         "no_fix_found",
         "low RCA confidence: escalate with the full report",
-        true,
     ),
 ];
 
-const fn info(name: &'static str, expected: &'static str, built: bool) -> ScenarioInfo {
-    ScenarioInfo {
-        name,
-        expected,
-        built,
-    }
+const fn info(name: &'static str, expected: &'static str) -> ScenarioInfo {
+    ScenarioInfo { name, expected }
 }
 
 /// What one scenario showed.
@@ -162,7 +159,8 @@ pub async fn run(name: &str, work: &Path) -> Result<Outcome, String> {
         .find(|s| s.name == name)
         .ok_or_else(|| format!("unknown scenario {name:?}; one of: {}", names().join(", ")))?;
     let started = Instant::now();
-    let judged: Result<(bool, String), String> = if info.built {
+    let built = info.built();
+    let judged: Result<(bool, String), String> = if built {
         let dir = work.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         judge(name, &dir).await
@@ -174,7 +172,7 @@ pub async fn run(name: &str, work: &Path) -> Result<Outcome, String> {
         scenario: name.to_owned(),
         expected: info.expected.to_owned(),
         observed,
-        result: if !info.built {
+        result: if !built {
             "not built".to_owned()
         } else if passed {
             "pass".to_owned()
@@ -186,7 +184,7 @@ pub async fn run(name: &str, work: &Path) -> Result<Outcome, String> {
 }
 
 /// The demo with `overrides` and an optional hook, its timeline discarded.
-async fn demo(
+pub(crate) async fn demo(
     work: &Path,
     overrides: Vec<String>,
     on_saga: Option<SagaHook>,
@@ -205,7 +203,7 @@ async fn demo(
     result.map_err(|error| error.to_string())
 }
 
-fn gate_reasons(summary: &DemoSummary) -> Vec<&str> {
+pub(crate) fn gate_reasons(summary: &DemoSummary) -> Vec<&str> {
     summary
         .decisions
         .iter()
@@ -214,7 +212,7 @@ fn gate_reasons(summary: &DemoSummary) -> Vec<&str> {
         .collect()
 }
 
-fn step_summary<'a>(summary: &'a DemoSummary, step: &str) -> Option<&'a str> {
+pub(crate) fn step_summary<'a>(summary: &'a DemoSummary, step: &str) -> Option<&'a str> {
     summary
         .steps
         .iter()
@@ -222,7 +220,7 @@ fn step_summary<'a>(summary: &'a DemoSummary, step: &str) -> Option<&'a str> {
         .map(|s| s.summary.as_str())
 }
 
-fn root_cause_confidence(summary: &DemoSummary) -> f64 {
+pub(crate) fn root_cause_confidence(summary: &DemoSummary) -> f64 {
     summary
         .decisions
         .iter()
@@ -261,7 +259,7 @@ fn settings(name: &str) -> Vec<String> {
     injected_settings(name).unwrap_or_default()
 }
 
-type Judged = Pin<Box<dyn Future<Output = Result<(bool, String), String>> + Send>>;
+pub(crate) type Judged = Pin<Box<dyn Future<Output = Result<(bool, String), String>> + Send>>;
 
 fn judge(name: &str, work: &Path) -> Judged {
     let work = work.to_path_buf();
@@ -372,10 +370,14 @@ fn judge(name: &str, work: &Path) -> Judged {
                 ),
             ))
         }),
-        other => {
-            let other = other.to_owned();
-            Box::pin(async move { Err(format!("{other} has no injection")) })
-        }
+        other => target_faults::judge(other, &work)
+            .or_else(|| audit_faults::judge(other, &work))
+            .or_else(|| process_faults::judge(other, &work))
+            .or_else(|| input_faults::judge(other, &work))
+            .unwrap_or_else(|| {
+                let other = other.to_owned();
+                Box::pin(async move { Err(format!("{other} has no injection")) })
+            }),
     }
 }
 

@@ -405,7 +405,7 @@ async fn inject(
             table.add_row([
                 row.name,
                 row.expected,
-                if row.built { "yes" } else { "not yet" },
+                if row.built() { "yes" } else { "not yet" },
             ]);
         }
         println!("{table}");

@@ -18,7 +18,7 @@ fn every_built_scenario_of_the_matrix_reacts_as_designed() {
     assert_eq!(outcomes.len(), 20, "the whole matrix is listed");
     let built: Vec<&str> = selfheal::inject::MATRIX
         .iter()
-        .filter(|s| s.built)
+        .filter(|s| s.built())
         .map(|s| s.name)
         .collect();
     assert!(built.len() >= 9, "{built:?}");
