@@ -153,6 +153,18 @@ pub async fn run_probed(
     plan: &LoadPlan,
     stop: CancellationToken,
     probe: &LoadProbe,
+    progress: impl FnMut(&LoadSummary),
+) -> Result<LoadSummary, LoadError> {
+    run_probed_on(plan, "/pay", stop, probe, progress).await
+}
+
+/// [`run_probed`] against `route` of the target (`/pay` for the demo's payment-service), for
+/// targets whose endpoint takes the same `customer_id` body under another path.
+pub(crate) async fn run_probed_on(
+    plan: &LoadPlan,
+    route: &str,
+    stop: CancellationToken,
+    probe: &LoadProbe,
     mut progress: impl FnMut(&LoadSummary),
 ) -> Result<LoadSummary, LoadError> {
     if plan.rate == 0 || plan.rate > 100_000 {
@@ -166,7 +178,7 @@ pub async fn run_probed(
             "concurrency and customers must be at least 1".into(),
         ));
     }
-    let url = format!("{}/pay", plan.target.trim_end_matches('/'));
+    let url = format!("{}{route}", plan.target.trim_end_matches('/'));
     reqwest::Url::parse(&url)
         .map_err(|error| LoadError::Plan(format!("target {:?}: {error}", plan.target)))?;
     let client = reqwest::Client::builder()
