@@ -1951,6 +1951,12 @@ fn fix_plan(
     let kind = cause.map_or(K::Unspecified, pb::RootCause::kind);
     let plan = match (cause, kind, located) {
         (None, ..) => Plan::Escalate("no root cause to act on".into()),
+        // A cause in another service (a failing dependency's own code) is never patched into
+        // this service's repository, nor fixed by rolling this service back.
+        (Some(c), ..) if !c.service.is_empty() && c.service != service => Plan::Escalate(format!(
+            "the root cause is in {}, downstream of {service}: not fixable in this service",
+            c.service
+        )),
         (_, K::CodeDefect | K::BadDeploy, true) => Plan::Patch,
         (_, K::BadDeploy, false) if !last_good.is_empty() => Plan::RollbackToPrevious,
         (_, K::BadDeploy, false) => {
@@ -2187,6 +2193,23 @@ mod tests {
             );
         }
         assert!(matches!(plan(None, "abc"), Plan::Escalate(_)));
+    }
+
+    #[test]
+    fn a_located_defect_in_another_service_is_escalated_not_patched_here() {
+        let mut downstream = cause(pb::CauseKind::CodeDefect, Some("src/profiles.rs"));
+        downstream.service = "customer".into();
+        let (plan, decision) = fix_plan(Some(&downstream), 0.9, "abc", "checkout");
+        match plan {
+            Plan::Escalate(reason) => assert!(reason.contains("customer"), "{reason}"),
+            other => panic!("expected an escalation, got {other:?}"),
+        }
+        assert_eq!(decision.kind(), DecisionKind::FixPlan);
+        downstream.service = "checkout".into();
+        assert_eq!(
+            fix_plan(Some(&downstream), 0.9, "abc", "checkout").0,
+            Plan::Patch
+        );
     }
 
     #[test]
