@@ -459,6 +459,75 @@ async fn a_canary_the_deployer_rolled_back_ends_rolled_back_with_its_compensatio
 }
 
 #[tokio::test]
+async fn a_rolled_back_saga_posts_the_report_and_pauses_the_service_until_acknowledged() {
+    let (url, received) = common::webhook(0).await;
+    let mut h = Harness::start(
+        Behaviour {
+            deploy_outcome: pb::RolloutEventKind::RolledBack,
+            ..Behaviour::default()
+        },
+        |c| {
+            c.escalation.webhook_url = url.clone();
+            c.escalation.timeout = Duration::from_secs(2);
+        },
+    )
+    .await;
+    let first = h.report(incident("inc-rb1", "billing")).await;
+    let saga = h
+        .wait_state(&first.saga_id, pb::SagaState::RolledBack)
+        .await;
+    assert!(
+        saga.decisions
+            .iter()
+            .any(|d| d.kind() == pb::DecisionKind::Escalation),
+        "{:?}",
+        saga.decisions
+    );
+    let report = poll(DEADLINE, || {
+        let received = received.clone();
+        async move { received.lock().unwrap().first().cloned() }
+    })
+    .await;
+    assert_eq!(report["saga_id"], first.saga_id);
+    assert_eq!(report["state"], "ROLLED_BACK");
+    assert_eq!(report["incident"]["id"], "inc-rb1");
+    let records = h.journal(&first.saga_id).await;
+    assert_eq!(payload_str(records.last().unwrap(), "state"), "ROLLED_BACK");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.kind() == K::Note && payload_str(r, "escalation_report") == "delivered")
+    );
+
+    // The service still fails: a new incident is recorded but not acted on until a person
+    // acknowledges the rollback.
+    let paused = h.report(incident("inc-rb2", "billing")).await;
+    let paused_saga = h
+        .wait_state(&paused.saga_id, pb::SagaState::Escalated)
+        .await;
+    assert!(
+        paused_saga.outcome.contains("automation paused"),
+        "{}",
+        paused_saga.outcome
+    );
+    assert_eq!(h.fakes.calls("Deploy").len(), 1);
+    let acknowledged = h
+        .client
+        .approve(pb::ApproveRequest {
+            saga_id: first.saga_id.clone(),
+            approver: "lead".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acknowledged.state(), pb::SagaState::RolledBack);
+    h.fakes.set(|b| b.deploy_outcome = pb::RolloutEventKind::Promoted);
+    let third = h.report(incident("inc-rb3", "billing")).await;
+    h.wait_state(&third.saga_id, pb::SagaState::Resolved).await;
+}
+
+#[tokio::test]
 async fn errors_persisting_after_promotion_roll_back() {
     let mut h = Harness::start(
         Behaviour {

@@ -281,13 +281,13 @@ impl Inner {
             .expect("registry lock is never poisoned")
     }
 
-    /// Forgets that `saga` runs for its service; an escalation pauses the service.
+    /// Forgets that `saga` runs for its service; an escalation or a rollback pauses the service.
     pub(crate) fn saga_ended(&self, saga: &SagaHandle, state: SagaState) {
         let mut registry = self.registry();
         if registry.running.get(&saga.service) == Some(&saga.id) {
             registry.running.remove(&saga.service);
         }
-        if state == SagaState::Escalated {
+        if state.pauses_automation() {
             registry
                 .blocked
                 .insert(saga.service.clone(), saga.id.clone());
@@ -520,8 +520,9 @@ impl Engine {
 
     /// A saga for an incident of a paused service: straight to ESCALATED.
     async fn record_paused(&self, saga: Arc<SagaHandle>, blocker: &str) -> Result<(), Error> {
-        let reason =
-            format!("automation paused: saga {blocker} escalated and awaits acknowledgement");
+        let reason = format!(
+            "automation paused: saga {blocker} escalated to a person and awaits acknowledgement"
+        );
         let incident = saga.incident();
         let detected = runner::detected_entry(&saga.id, &incident);
         let escalated = Entry {
@@ -624,8 +625,8 @@ impl Engine {
         ))
     }
 
-    /// Lets a saga waiting for a human continue, or acknowledges an escalation (automation of
-    /// the service resumes).
+    /// Lets a saga waiting for a human continue, or acknowledges an escalated or rolled-back
+    /// saga (automation of the service resumes).
     pub(crate) async fn approve(
         &self,
         id: &str,
@@ -646,7 +647,7 @@ impl Engine {
                     .wait_state(&saga, |state| state != SagaState::AwaitingApproval)
                     .await)
             }
-            SagaState::Escalated => {
+            state @ (SagaState::Escalated | SagaState::RolledBack) => {
                 let entry = Entry {
                     kind: RecordKind::Note,
                     step: String::new(),
@@ -680,11 +681,11 @@ impl Engine {
                     ),
                     None,
                 );
-                Ok(SagaState::Escalated)
+                Ok(state)
             }
             state => Err(Error::FailedPrecondition {
                 reason: format!(
-                    "saga {} is {}; only a saga awaiting approval or an escalated one can be approved",
+                    "saga {} is {}; only a saga awaiting approval, an escalated or a rolled-back one can be approved",
                     saga.id,
                     state_name(state)
                 ),

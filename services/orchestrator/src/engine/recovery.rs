@@ -59,7 +59,7 @@ pub(crate) async fn recover(inner: &Arc<Inner>) {
         let mut registry = inner.registry();
         inner.insert(&mut registry, Arc::clone(&saga));
         if state.is_final() {
-            if state == SagaState::Escalated && !rebuilt.acknowledged {
+            if state.pauses_automation() && !rebuilt.acknowledged {
                 registry
                     .blocked
                     .insert(saga.service.clone(), saga.id.clone());

@@ -338,8 +338,8 @@ impl SagaRun {
         }
         self.release().await;
         self.inner.claims.release(&self.saga.id);
-        if final_state == SagaState::Escalated {
-            self.escalate(&reason).await;
+        if final_state.pauses_automation() {
+            self.escalate(&reason, final_state).await;
         }
         // The registry learns first, so that an escalation pauses the service before anything
         // else is reported for it.
@@ -1811,8 +1811,9 @@ impl SagaRun {
         };
     }
 
-    /// Sends the escalation report and records whether it was delivered.
-    async fn escalate(&mut self, reason: &str) {
+    /// Sends the escalation report of a saga ending in `state` and records whether it was
+    /// delivered.
+    async fn escalate(&mut self, reason: &str, state: SagaState) {
         let incident = self.saga.incident();
         let decision = pb::Decision {
             kind: DecisionKind::Escalation.into(),
@@ -1832,7 +1833,7 @@ impl SagaRun {
         let report = json!({
             "saga_id": self.saga.id,
             "service": self.saga.service,
-            "state": "ESCALATED",
+            "state": state_name(state),
             "reason": reason,
             "incident": {
                 "id": incident.id,

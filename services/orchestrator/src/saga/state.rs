@@ -76,6 +76,13 @@ impl SagaState {
         )
     }
 
+    /// Whether ending in this state hands the service to a person: the escalation report is
+    /// sent and automation of the service pauses until someone acknowledges. A rolled-back
+    /// saga leaves the service as it was — still failing — so it waits for a person too.
+    pub fn pauses_automation(self) -> bool {
+        matches!(self, Self::Escalated | Self::RolledBack)
+    }
+
     /// Whether traffic may have moved, so that leaving this state needs a rollback first.
     pub fn touches_traffic(self) -> bool {
         matches!(self, Self::Deploying | Self::Verifying)
