@@ -225,12 +225,18 @@ impl Default for OrchestratorConfig {
 pub struct WebhookConfig {
     /// The largest webhook body accepted (413 above).
     pub max_body_bytes: usize,
+    /// How long a resolved alert must stay resolved before its incident is released. An alert
+    /// that fires again within the hold keeps the same incident open and counts a flap (label
+    /// `flaps`), so a flapping alert is one incident and one saga. `0s` releases at once.
+    #[serde(with = "humantime_serde")]
+    pub resolve_hold: Duration,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            resolve_hold: Duration::from_secs(60),
         }
     }
 }

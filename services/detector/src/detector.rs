@@ -303,7 +303,42 @@ impl Detector {
     pub fn release(&self, source: Source, service: &str, signal: Signal) {
         let now = SystemTime::now();
         let mut book = lock(&self.inner.incidents);
-        let Some(event) = book.release(source, service, signal, now) else {
+        let event = book.release(source, service, signal, now);
+        self.publish_release(event, service, signal);
+    }
+
+    /// `source` says a signal is healthy again, but the incident stays open for `hold` first:
+    /// when the source says it is bad again within the hold, the incident counts a flap and
+    /// stays the one open incident. A zero hold releases at once.
+    pub fn release_after(&self, source: Source, service: &str, signal: Signal, hold: Duration) {
+        if hold.is_zero() {
+            self.release(source, service, signal);
+            return;
+        }
+        let Some(token) = lock(&self.inner.incidents).hold_release(source, service, signal) else {
+            return;
+        };
+        tracing::debug!(%service, signal = signal.as_str(), ?hold, "release held");
+        let detector = self.clone();
+        let service = service.to_owned();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(hold) => {
+                    let now = SystemTime::now();
+                    let mut book = lock(&detector.inner.incidents);
+                    let event = book.release_held(source, &service, signal, token, now);
+                    detector.publish_release(event, &service, signal);
+                }
+            }
+        });
+    }
+
+    /// Logs, counts and broadcasts a resolution; called with the incident book locked, so that
+    /// [`Detector::subscribe`] never misses or doubles it.
+    fn publish_release(&self, event: Option<IncidentEvent>, service: &str, signal: Signal) {
+        let Some(event) = event else {
             return;
         };
         tracing::info!(incident_id = %event.incident.id, %service, signal = signal.as_str(), "incident resolved");

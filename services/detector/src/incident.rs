@@ -66,7 +66,7 @@ pub enum Status {
     Resolved,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
     Scrape,
     Alertmanager,
@@ -98,7 +98,21 @@ pub struct Incident {
     pub resolved_at: Option<SystemTime>,
     pub labels: BTreeMap<String, String>,
     pub summary: String,
+    /// How often a source said the signal was healthy and then bad again within its resolve
+    /// hold: each such flap kept this incident open instead of opening a new one.
+    pub flaps: u32,
 }
+
+impl Incident {
+    /// Keeps the `flaps` label in step with the count, so every reader of the labels sees it.
+    fn flaps_label(&mut self) {
+        self.labels
+            .insert(FLAPS_LABEL.to_owned(), self.flaps.to_string());
+    }
+}
+
+/// The label that carries [`Incident::flaps`] once the incident has flapped.
+pub const FLAPS_LABEL: &str = "flaps";
 
 /// What a source saw when it decided a signal is bad.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,6 +189,9 @@ pub struct IncidentBook {
     /// Incident ids in opening order, for listing and for forgetting old resolved ones.
     order: VecDeque<String>,
     resolved_kept: usize,
+    /// Releases waiting out their hold, by fingerprint and source, with the hold's token.
+    held: HashMap<(String, Source), u64>,
+    next_hold: u64,
 }
 
 impl IncidentBook {
@@ -184,6 +201,8 @@ impl IncidentBook {
             open: HashMap::new(),
             order: VecDeque::new(),
             resolved_kept,
+            held: HashMap::new(),
+            next_hold: 0,
         }
     }
 
@@ -199,7 +218,14 @@ impl IncidentBook {
         if let Some(id) = self.open.get(&fingerprint) {
             let (incident, holders) = self.incidents.get_mut(id)?;
             if holders.holds(source) {
-                return None;
+                // Bad again while its release waits out the hold: a flap of this incident.
+                self.held.remove(&(fingerprint, source))?;
+                incident.flaps += 1;
+                incident.flaps_label();
+                return Some(IncidentEvent {
+                    kind: EventKind::Updated,
+                    incident: incident.clone(),
+                });
             }
             holders.set(source, true);
             for (key, value) in detection.labels {
@@ -235,6 +261,7 @@ impl IncidentBook {
             resolved_at: None,
             labels: detection.labels,
             summary: detection.summary,
+            flaps: 0,
         };
         let mut holders = Holders::default();
         holders.set(source, true);
@@ -264,6 +291,7 @@ impl IncidentBook {
             return None;
         }
         holders.set(source, false);
+        self.held.remove(&(fingerprint.clone(), source));
         if holders.any() {
             return None;
         }
@@ -275,6 +303,43 @@ impl IncidentBook {
         };
         self.open.remove(&fingerprint);
         Some(event)
+    }
+
+    /// `source` says the signal is healthy, but its release waits a hold so that a flapping
+    /// source keeps one incident. Returns the token for [`IncidentBook::release_held`] when a
+    /// hold starts; `None` when the source holds no open incident of the fingerprint or a hold
+    /// already runs (a repeated "healthy" does not extend it).
+    pub fn hold_release(&mut self, source: Source, service: &str, signal: Signal) -> Option<u64> {
+        let fingerprint = fingerprint(service, signal);
+        let id = self.open.get(&fingerprint)?;
+        let (_, holders) = self.incidents.get(id)?;
+        if !holders.holds(source) {
+            return None;
+        }
+        let key = (fingerprint, source);
+        if self.held.contains_key(&key) {
+            return None;
+        }
+        self.next_hold += 1;
+        self.held.insert(key, self.next_hold);
+        Some(self.next_hold)
+    }
+
+    /// The hold `token` has passed: releases for `source` unless the signal went bad again
+    /// since (which ended the hold) or a newer hold runs.
+    pub fn release_held(
+        &mut self,
+        source: Source,
+        service: &str,
+        signal: Signal,
+        token: u64,
+        now: SystemTime,
+    ) -> Option<IncidentEvent> {
+        let key = (fingerprint(service, signal), source);
+        if self.held.get(&key) != Some(&token) {
+            return None;
+        }
+        self.release(source, service, signal, now)
     }
 
     pub fn get(&self, id: &str) -> Option<Incident> {
@@ -392,6 +457,46 @@ mod tests {
             .raise(Source::Scrape, detection("pay", Signal::ErrorRate, t0), t0)
             .unwrap();
         assert_ne!(reopened.incident.id, opened.incident.id);
+    }
+
+    #[test]
+    fn a_held_release_is_cancelled_by_a_flap_and_lands_only_with_its_own_token() {
+        let mut book = IncidentBook::new(10);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let alert = Source::Alertmanager;
+        let opened = book
+            .raise(alert, detection("pay", Signal::Alert, t), t)
+            .unwrap();
+        let first = book.hold_release(alert, "pay", Signal::Alert).unwrap();
+        assert_eq!(
+            book.hold_release(alert, "pay", Signal::Alert),
+            None,
+            "a repeated resolve does not start a second hold"
+        );
+        assert_eq!(book.open().len(), 1, "held, not released");
+        let flapped = book
+            .raise(alert, detection("pay", Signal::Alert, t), t)
+            .unwrap();
+        assert_eq!(flapped.kind, EventKind::Updated);
+        assert_eq!(flapped.incident.id, opened.incident.id);
+        assert_eq!(flapped.incident.flaps, 1);
+        assert_eq!(flapped.incident.labels.get(FLAPS_LABEL).unwrap(), "1");
+        assert!(
+            book.release_held(alert, "pay", Signal::Alert, first, t)
+                .is_none(),
+            "the flap ended the first hold"
+        );
+        let second = book.hold_release(alert, "pay", Signal::Alert).unwrap();
+        assert!(
+            book.release_held(alert, "pay", Signal::Alert, first, t)
+                .is_none()
+        );
+        let resolved = book
+            .release_held(alert, "pay", Signal::Alert, second, t)
+            .unwrap();
+        assert_eq!(resolved.kind, EventKind::Resolved);
+        assert_eq!(resolved.incident.flaps, 1);
+        assert_eq!(book.list(&IncidentQuery::default()).len(), 1);
     }
 
     #[test]

@@ -94,7 +94,10 @@ pub async fn run(
     let routes = webhook::router(
         detector.clone(),
         config.webhook.max_body_bytes,
-        config.detection.window,
+        webhook::Settings {
+            window: config.detection.window,
+            resolve_hold: config.webhook.resolve_hold,
+        },
     );
     let served = host
         .serve(

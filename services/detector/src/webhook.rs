@@ -1,6 +1,8 @@
 //! The Alertmanager webhook (`POST /webhook/alertmanager`, payload version "4"): firing alerts
-//! raise incidents, resolved alerts release them. Alerts share fingerprints (service + signal)
-//! with scraped incidents, so the same fault seen both ways is one incident.
+//! raise incidents, resolved alerts release them once they stayed resolved for the resolve hold
+//! (`webhook.resolve_hold`), so an alert that flaps is one incident that counts its flaps. Alerts
+//! share fingerprints (service + signal) with scraped incidents, so the same fault seen both ways
+//! is one incident.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -75,8 +77,17 @@ pub fn parse(body: &[u8]) -> Result<Payload, String> {
     Ok(payload)
 }
 
+/// How alerts become incidents.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// The window recorded on an alert's incident.
+    pub window: Duration,
+    /// How long a resolved alert must stay resolved before its incident is released.
+    pub resolve_hold: Duration,
+}
+
 /// Applies every alert of `payload` to the detector.
-pub fn apply(detector: &Detector, payload: Payload, window: Duration) -> Outcome {
+pub fn apply(detector: &Detector, payload: Payload, settings: Settings) -> Outcome {
     let mut outcome = Outcome::default();
     for alert in payload.alerts {
         let name = alert.labels.get("alertname").cloned().unwrap_or_default();
@@ -127,7 +138,7 @@ pub fn apply(detector: &Detector, payload: Payload, window: Duration) -> Outcome
                         observed_value: 0.0,
                         threshold: 0.0,
                         baseline: 0.0,
-                        window,
+                        window: settings.window,
                         sample_count: 0,
                         bad_sample_count: 0,
                         first_bad_at,
@@ -138,7 +149,12 @@ pub fn apply(detector: &Detector, payload: Payload, window: Duration) -> Outcome
                 outcome.firing += 1;
             }
             AlertStatus::Resolved => {
-                detector.release(Source::Alertmanager, &service, signal);
+                detector.release_after(
+                    Source::Alertmanager,
+                    &service,
+                    signal,
+                    settings.resolve_hold,
+                );
                 outcome.resolved += 1;
             }
         }
@@ -156,15 +172,15 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 #[derive(Clone)]
 struct WebhookState {
     detector: Detector,
-    window: Duration,
+    settings: Settings,
 }
 
 /// The webhook route, with its body size limit.
-pub fn router(detector: Detector, max_body_bytes: usize, window: Duration) -> Router {
+pub fn router(detector: Detector, max_body_bytes: usize, settings: Settings) -> Router {
     Router::new()
         .route(PATH, post(receive))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(WebhookState { detector, window })
+        .with_state(WebhookState { detector, settings })
 }
 
 async fn receive(State(state): State<WebhookState>, body: Bytes) -> Response {
@@ -186,7 +202,7 @@ async fn receive(State(state): State<WebhookState>, body: Bytes) -> Response {
         }
     };
     tracing::debug!(group_key = %payload.group_key, receiver = %payload.receiver, status = ?payload.status, alerts = payload.alerts.len(), "alertmanager webhook");
-    let outcome = apply(&state.detector, payload, state.window);
+    let outcome = apply(&state.detector, payload, state.settings);
     let metrics = &state.detector.metrics().webhook_alerts;
     metrics
         .with_label_values(&["firing"])

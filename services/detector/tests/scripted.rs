@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    ExpositionServer, FakeOrchestrator, TestDetector, eventually, fast_config, requests_body,
-    target, time_of,
+    ExpositionServer, FakeOrchestrator, TestDetector, alert_payload, eventually, fast_config,
+    requests_body, target, time_of,
 };
 use selfheal_proto::v1 as pb;
 
@@ -226,29 +226,6 @@ async fn bad_input_never_stops_the_detector_and_spares_other_targets() {
 
     detector.stop().await;
     server.stop().await;
-}
-
-fn alert_payload(status: &str, service: &str) -> serde_json::Value {
-    serde_json::json!({
-        "version": "4",
-        "groupKey": "{}:{alertname=\"HighErrorRate\"}",
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "selfheal-detector",
-        "groupLabels": {"alertname": "HighErrorRate"},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://127.0.0.1:9093",
-        "alerts": [{
-            "status": status,
-            "labels": {"alertname": "HighErrorRate", "service": service, "severity": "critical", "signal": "error_rate"},
-            "annotations": {"summary": "errors"},
-            "startsAt": "2026-11-30T05:00:00.5Z",
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://127.0.0.1:9090/graph",
-            "fingerprint": "f00d"
-        }]
-    })
 }
 
 #[tokio::test]

@@ -55,7 +55,33 @@ pub fn fast_config(interval: Duration, orchestrator_url: &str) -> Config {
     config.orchestrator.max_backoff = Duration::from_millis(400);
     config.orchestrator.call_timeout = Duration::from_secs(2);
     config.server.shutdown_grace = Duration::from_secs(2);
+    // Resolved alerts release at once unless a test is about the hold.
+    config.webhook.resolve_hold = Duration::ZERO;
     config
+}
+
+/// An Alertmanager webhook body (version 4) with one `HighErrorRate` alert for `service`.
+pub fn alert_payload(status: &str, service: &str) -> serde_json::Value {
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"HighErrorRate\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "selfheal-detector",
+        "groupLabels": {"alertname": "HighErrorRate"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "HighErrorRate", "service": service, "severity": "critical", "signal": "error_rate"},
+            "annotations": {"summary": "errors"},
+            "startsAt": "2026-11-30T05:00:00.5Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://127.0.0.1:9090/graph",
+            "fingerprint": "f00d"
+        }]
+    })
 }
 
 pub fn target(service: &str, address: &str) -> TargetConfig {
