@@ -18,6 +18,7 @@
 //! [saga.canary]
 //! steps = [10, 50, 100]
 //! analysis_window = "30s"
+//! verify_chain_interval = "60s"          # audit chain verified at most this long before a saga
 //! [saga.deadlines]
 //! deploy = "15m"
 //!
@@ -255,6 +256,11 @@ pub struct SagaConfig {
     pub verify: VerifyConfig,
     pub deadlines: StepDeadlines,
     pub backoff: BackoffConfig,
+    /// How long a good verification of the audit chain holds: a saga starts only after the
+    /// chain verified within this interval (verified again otherwise). `0s` verifies before
+    /// every saga. A broken chain halts automation until a person acknowledges it.
+    #[serde(with = "humantime_serde")]
+    pub verify_chain_interval: Duration,
 }
 
 impl Default for SagaConfig {
@@ -271,6 +277,7 @@ impl Default for SagaConfig {
             verify: VerifyConfig::default(),
             deadlines: StepDeadlines::default(),
             backoff: BackoffConfig::default(),
+            verify_chain_interval: Duration::from_secs(60),
         }
     }
 }

@@ -54,10 +54,20 @@ pub async fn run(
     let engine = engine::Engine::start(&config, channels, locks, shutdown.child_token());
     host.readiness().set_serving().await;
     let service = OrchestratorServer::new(grpc::OrchestratorApi::new(mesh, engine.clone()));
+    let automation = {
+        let engine = engine.clone();
+        axum::Router::new().route(
+            "/automation",
+            axum::routing::get(move || {
+                let engine = engine.clone();
+                async move { axum::Json(engine.automation()) }
+            }),
+        )
+    };
     let served = host
         .serve(
             service,
-            axum::Router::new(),
+            automation,
             listeners,
             shutdown,
             config.server.shutdown_grace,

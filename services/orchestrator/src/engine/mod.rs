@@ -7,6 +7,7 @@
 //! - [`recovery`]: rebuilding sagas from the journal at start-up.
 //! - [`claims`]: serialising sagas whose candidates touch the same files.
 //! - [`escalation`]: the report sent to people.
+//! - [`chain`]: the audit chain verified before automation acts; a broken chain halts it.
 //!
 //! The engine keeps every saga in memory; the journal is the truth a restart rebuilds from.
 
@@ -14,6 +15,7 @@
 // additive fields never break this crate, even where every field is set today.
 #![allow(clippy::needless_update)]
 
+mod chain;
 mod claims;
 mod escalation;
 pub(crate) mod journal;
@@ -42,6 +44,8 @@ use crate::error::Error;
 use crate::lock::LockStore;
 use crate::saga::{RetryPolicy, SagaState};
 
+pub(crate) use self::chain::HALT_ID;
+use self::chain::{ChainGuard, Halt};
 use self::claims::FileClaims;
 use self::journal::{Entry, Journal};
 use self::model::state_name;
@@ -250,6 +254,7 @@ pub(crate) struct Inner {
     registry: Mutex<Registry>,
     pub(crate) parallel: Arc<Semaphore>,
     pub(crate) claims: FileClaims,
+    pub(crate) chain: ChainGuard,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     recovered: watch::Sender<bool>,
@@ -359,6 +364,11 @@ impl Engine {
             max_attempts: u32::MAX,
             deadline: config.saga.deadlines.journal,
         };
+        let chain = ChainGuard::new(
+            channels.audit.clone(),
+            config.saga.verify_chain_interval,
+            config.saga.deadlines.journal,
+        );
         let inner = Arc::new(Inner {
             saga: config.saga.clone(),
             escalation: config.escalation.clone(),
@@ -380,12 +390,18 @@ impl Engine {
             registry: Mutex::new(Registry::default()),
             parallel: Arc::new(Semaphore::new(config.saga.max_parallel.max(1))),
             claims: FileClaims::default(),
+            chain,
             tracker: TaskTracker::new(),
             shutdown,
             recovered: watch::Sender::new(false),
         });
         let recovering = Arc::clone(&inner);
         inner.tracker.spawn(async move {
+            // A broken chain halts automation before anything resumes from it.
+            recovering
+                .chain
+                .check(&recovering.http, &recovering.escalation)
+                .await;
             recovery::recover(&recovering).await;
             recovering.recovered.send_replace(true);
         });
@@ -451,13 +467,27 @@ impl Engine {
             }
             Admission::Paused { saga, blocker } => {
                 let saga_id = saga.id.clone();
-                self.record_paused(saga, &blocker).await?;
+                let reason = format!(
+                    "automation paused: saga {blocker} escalated to a person and awaits acknowledgement"
+                );
+                self.record_held(saga, reason, serde_json::json!({ "blocked_by": blocker }))
+                    .await?;
                 Ok(Reported {
                     saga_id,
                     joined: false,
                 })
             }
             Admission::Started(saga) => {
+                if let Some(halt) = inner.chain.check(&inner.http, &inner.escalation).await {
+                    inner.saga_ended(&saga, SagaState::Aborted);
+                    let saga_id = saga.id.clone();
+                    self.record_held(saga, halt.describe(), halt_payload(&halt))
+                        .await?;
+                    return Ok(Reported {
+                        saga_id,
+                        joined: false,
+                    });
+                }
                 // The incident is acknowledged only once the journal holds it, so that a crash
                 // right after cannot lose it.
                 let incident = saga.incident();
@@ -518,22 +548,29 @@ impl Engine {
         Admission::Started(saga)
     }
 
-    /// A saga for an incident of a paused service: straight to ESCALATED.
-    async fn record_paused(&self, saga: Arc<SagaHandle>, blocker: &str) -> Result<(), Error> {
-        let reason = format!(
-            "automation paused: saga {blocker} escalated to a person and awaits acknowledgement"
-        );
+    /// A saga for an incident automation must not act on (its service is paused, or automation
+    /// is halted): journaled, then straight to ESCALATED with `reason`; `cause` is merged into
+    /// the final record.
+    async fn record_held(
+        &self,
+        saga: Arc<SagaHandle>,
+        reason: String,
+        cause: serde_json::Value,
+    ) -> Result<(), Error> {
         let incident = saga.incident();
         let detected = runner::detected_entry(&saga.id, &incident);
+        let mut payload = serde_json::json!({
+            "state": state_name(SagaState::Escalated),
+            "from": state_name(SagaState::Detected),
+            "reason": reason,
+        });
+        if let (Some(map), serde_json::Value::Object(cause)) = (payload.as_object_mut(), cause) {
+            map.extend(cause);
+        }
         let escalated = Entry {
             kind: RecordKind::SagaState,
             step: String::new(),
-            payload: serde_json::json!({
-                "state": state_name(SagaState::Escalated),
-                "from": state_name(SagaState::Detected),
-                "reason": reason,
-                "blocked_by": blocker,
-            }),
+            payload,
             decision: None,
             key: format!("{}:state:{}", saga.id, state_name(SagaState::Escalated)),
         };
@@ -636,6 +673,9 @@ impl Engine {
         check_id("saga_id", id)?;
         check_person("approver", approver)?;
         self.wait_recovered().await?;
+        if id == HALT_ID {
+            return self.acknowledge_halt(approver, comment).await;
+        }
         let saga = self.find(id)?;
         match saga.state() {
             SagaState::AwaitingApproval => {
@@ -693,6 +733,67 @@ impl Engine {
         }
     }
 
+    /// Lifts a halt of automation: journals who acknowledged which break, then resumes the
+    /// sagas the halt kept from resuming.
+    async fn acknowledge_halt(&self, approver: &str, comment: &str) -> Result<SagaState, Error> {
+        let Some(halt) = self.inner.chain.halted() else {
+            return Err(Error::FailedPrecondition {
+                reason: format!(
+                    "automation is not halted; {HALT_ID:?} is acknowledged only while the audit chain fails verification"
+                ),
+            });
+        };
+        let entry = Entry {
+            kind: RecordKind::Note,
+            step: String::new(),
+            payload: serde_json::json!({
+                "acknowledged_by": approver,
+                "comment": comment,
+                "halt": halt_payload(&halt),
+            }),
+            decision: None,
+            key: format!("{HALT_ID}:acknowledged:{}", halt.sequence),
+        };
+        self.inner
+            .journal
+            .append(HALT_ID, "", 0, entry)
+            .await
+            .map_err(|error| Error::Unavailable {
+                reason: format!("cannot journal the acknowledgement: {error}"),
+            })?;
+        let Some((halt, deferred)) = self.inner.chain.acknowledge() else {
+            return Ok(SagaState::Escalated);
+        };
+        tracing::warn!(%approver, sequence = halt.sequence, resumed = deferred.len(), "halt of automation acknowledged");
+        for (saga, resume) in deferred {
+            saga.event(
+                "",
+                None,
+                format!("halt acknowledged by {approver}: resuming from the journal"),
+                None,
+            );
+            self.inner.spawn_saga(saga, resume);
+        }
+        Ok(SagaState::Escalated)
+    }
+
+    /// The halt of automation, if any, as JSON for `GET /automation`.
+    pub(crate) fn automation(&self) -> serde_json::Value {
+        match self.inner.chain.halted() {
+            Some(halt) => serde_json::json!({
+                "halted": true,
+                "reason": halt.describe(),
+                "broken_record": halt_payload(&halt),
+                "since_unix_seconds": halt
+                    .since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs(),
+            }),
+            None => serde_json::json!({ "halted": false }),
+        }
+    }
+
     /// Stops a saga; its compensations run and it ends ABORTED.
     pub(crate) async fn abort(
         &self,
@@ -739,6 +840,16 @@ impl Engine {
             }
         }
     }
+}
+
+fn halt_payload(halt: &Halt) -> serde_json::Value {
+    serde_json::json!({
+        "halted_by_chain": {
+            "sequence": halt.sequence,
+            "reason": halt.reason,
+            "detail": halt.detail,
+        }
+    })
 }
 
 fn check_id(field: &str, value: &str) -> Result<(), Error> {

@@ -72,6 +72,17 @@ pub(crate) async fn recover(inner: &Arc<Inner>) {
             .running
             .insert(saga.service.clone(), saga.id.clone());
         drop(registry);
+        if inner.chain.halted().is_some() {
+            tracing::warn!(%saga_id, state = ?state, "automation halted: saga kept until the halt is acknowledged");
+            saga.event(
+                "",
+                None,
+                "not resumed: automation is halted until the broken audit chain is acknowledged",
+                None,
+            );
+            inner.chain.defer(saga, rebuilt.resume);
+            continue;
+        }
         resumed += 1;
         tracing::info!(%saga_id, state = ?state, "resuming saga from the journal");
         saga.event("", None, "resumed from the journal after a restart", None);

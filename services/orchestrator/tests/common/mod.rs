@@ -688,6 +688,11 @@ impl Harness {
     pub async fn journal(&self, saga_id: &str) -> Vec<pb::AuditRecord> {
         journal(&self.audit.grpc_url(), saga_id).await
     }
+
+    /// The directory of the audit service's file store.
+    pub fn audit_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
 }
 
 pub async fn start_orchestrator(config: Config) -> ServiceUnderTest<selfheal_orchestrator::Error> {
