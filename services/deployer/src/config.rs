@@ -89,6 +89,30 @@ pub struct CanaryDefaults {
     pub min_requests: u64,
     pub max_error_rate: f64,
     pub failure_limit: u32,
+    /// Bounds on the canary's resident memory, checked in every analysis window.
+    pub memory: MemoryLimits,
+}
+
+/// The canary's memory check. During every analysis window the deployer reads the resident
+/// memory (RSS, `VmRSS` of `/proc/<pid>/status`) of the canary's and stable's processes every
+/// `sample_interval`, and fails the window when the canary leaks: its RSS grows (least-squares
+/// slope over the window) faster than `max_growth_mib_per_s` and faster than stable's, by at least
+/// `min_growth_mib` over the window; or it ends the window more than `max_excess_mib` above
+/// stable's. A healthy fresh process grows by a fraction of a MiB while it warms up, then stays
+/// flat.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoryLimits {
+    /// How often both processes are read during a window; `0s` turns the memory check off.
+    #[serde(with = "humantime_serde")]
+    pub sample_interval: Duration,
+    /// The canary's RSS growing faster than this, in MiB per second, is a leak...
+    pub max_growth_mib_per_s: f64,
+    /// ...once it has grown at least this many MiB over the window.
+    pub min_growth_mib: f64,
+    /// The canary's RSS above stable's by more than this many MiB fails too; `0` turns this
+    /// bound off.
+    pub max_excess_mib: f64,
 }
 
 impl Default for Config {
@@ -148,6 +172,18 @@ impl Default for CanaryDefaults {
             min_requests: 50,
             max_error_rate: 0.05,
             failure_limit: 1,
+            memory: MemoryLimits::default(),
+        }
+    }
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        Self {
+            sample_interval: Duration::from_millis(250),
+            max_growth_mib_per_s: 1.0,
+            min_growth_mib: 2.0,
+            max_excess_mib: 256.0,
         }
     }
 }
@@ -202,6 +238,24 @@ impl Validate for Config {
             );
         }
         validate_plan(&self.canary, "canary", problems);
+        let m = &self.canary.memory;
+        problems.check(
+            m.max_growth_mib_per_s.is_finite() && m.max_growth_mib_per_s > 0.0,
+            || {
+                format!(
+                    "canary.memory.max_growth_mib_per_s must be greater than zero ({})",
+                    m.max_growth_mib_per_s
+                )
+            },
+        );
+        for (name, value) in [
+            ("min_growth_mib", m.min_growth_mib),
+            ("max_excess_mib", m.max_excess_mib),
+        ] {
+            problems.check(value.is_finite() && value >= 0.0, || {
+                format!("canary.memory.{name} must be zero or more ({value})")
+            });
+        }
     }
 }
 
@@ -260,6 +314,8 @@ mod tests {
         config.canary.steps = vec![50, 10];
         config.canary.max_error_rate = 2.0;
         config.canary.failure_limit = 0;
+        config.canary.memory.max_growth_mib_per_s = 0.0;
+        config.canary.memory.max_excess_mib = f64::NAN;
         let mut problems = Problems::default();
         config.validate(&mut problems);
         let problems = problems.into_vec();
@@ -270,6 +326,8 @@ mod tests {
             "must end at 100",
             "max_error_rate",
             "failure_limit",
+            "max_growth_mib_per_s",
+            "max_excess_mib",
         ] {
             assert!(
                 problems.iter().any(|p| p.contains(needle)),

@@ -18,6 +18,7 @@ use crate::builder::{BuildSpec, BuiltVersion, LocalBuilder, VersionBuilder};
 use crate::config::{CanaryDefaults, Config, validate_plan};
 use crate::error::Error;
 use crate::fencing::FencingStore;
+use crate::memory;
 use crate::model::{
     CanaryPlan, Decision, DecisionFactor, DecisionKind, DeployRequest, LogLine, ReplaySample,
     RollbackOutcome, RollbackRequest, RolloutEvent, RolloutEventKind, ServiceStatus, Strategy,
@@ -726,7 +727,12 @@ impl Rollout<'_> {
         let version = canary.built.version.clone();
         let mut exits = canary.process.exits();
         exits.borrow_and_update();
-        let thresholds = Thresholds::new(plan.min_requests, plan.max_error_rate);
+        let memory_limits = &self.deployer.config.canary.memory;
+        let thresholds = Thresholds::new(
+            plan.min_requests,
+            plan.max_error_rate,
+            memory_limits.clone(),
+        );
         let rollout_started = Instant::now();
         let stable_at_start = stable.upstream.counts();
         let mut failures = 0u32;
@@ -746,41 +752,50 @@ impl Rollout<'_> {
                 let window_started = Instant::now();
                 let (canary_before, stable_before) =
                     (canary.upstream.counts(), stable.upstream.counts());
-                let interrupted = tokio::select! {
-                    () = tokio::time::sleep(plan.analysis_window) => None,
-                    () = self.cancel.cancelled() => Some(Interrupt::Cancelled),
-                    _ = exits.changed() => Some(Interrupt::CanaryExited),
+                let watched = tokio::select! {
+                    memory = memory::watch_window(
+                        &canary.process,
+                        &stable.process,
+                        memory_limits.sample_interval,
+                        plan.analysis_window,
+                    ) => Ok(memory),
+                    () = self.cancel.cancelled() => Err(Interrupt::Cancelled),
+                    _ = exits.changed() => Err(Interrupt::CanaryExited),
                 };
-                if let Some(interrupt) = interrupted {
-                    let (reasoning, subject) = match interrupt {
-                        Interrupt::Cancelled => {
-                            (self.cancelled().to_string(), "rollback requested")
-                        }
-                        Interrupt::CanaryExited => (
-                            format!(
-                                "the canary process exited during the {weight}% step (restarts: {})",
-                                canary.process.restarts()
+                let (canary_memory, stable_memory) = match watched {
+                    Ok(memory) => memory,
+                    Err(interrupt) => {
+                        let (reasoning, subject) = match interrupt {
+                            Interrupt::Cancelled => {
+                                (self.cancelled().to_string(), "rollback requested")
+                            }
+                            Interrupt::CanaryExited => (
+                                format!(
+                                    "the canary process exited during the {weight}% step (restarts: {})",
+                                    canary.process.restarts()
+                                ),
+                                "canary process died",
                             ),
-                            "canary process died",
-                        ),
-                    };
-                    let mut decision = Decision::new(
-                        DecisionKind::Rollback,
-                        format!("{} {version}", self.state.name),
-                    )
-                    .input("step", format!("{weight}%"), "")
-                    .input("trigger", subject, "");
-                    decision.outcome = format!("rolled back to {}", stable.built.version);
-                    decision.reasoning = reasoning;
-                    decision.confidence = 1.0;
-                    self.roll_back(&stable, canary, decision).await;
-                    return Ok(());
-                }
+                        };
+                        let mut decision = Decision::new(
+                            DecisionKind::Rollback,
+                            format!("{} {version}", self.state.name),
+                        )
+                        .input("step", format!("{weight}%"), "")
+                        .input("trigger", subject, "");
+                        decision.outcome = format!("rolled back to {}", stable.built.version);
+                        decision.reasoning = reasoning;
+                        decision.confidence = 1.0;
+                        self.roll_back(&stable, canary, decision).await;
+                        return Ok(());
+                    }
+                };
                 let canary_seen = canary.upstream.counts().since(canary_before);
                 let canary_sample = WindowSample {
                     requests: canary_seen.requests,
                     errors: canary_seen.errors,
                     latencies_ms: canary.upstream.latencies_since(window_started),
+                    memory: canary_memory,
                 };
                 let stable_seen = stable.upstream.counts().since(stable_before);
                 // At high canary weights stable sees little traffic: compare with all of stable's
@@ -790,6 +805,7 @@ impl Rollout<'_> {
                         requests: stable_seen.requests,
                         errors: stable_seen.errors,
                         latencies_ms: stable.upstream.latencies_since(window_started),
+                        memory: stable_memory,
                     }
                 } else {
                     let since = stable.upstream.counts().since(stable_at_start);
@@ -797,6 +813,7 @@ impl Rollout<'_> {
                         requests: since.requests,
                         errors: since.errors,
                         latencies_ms: stable.upstream.latencies_since(rollout_started),
+                        memory: stable_memory,
                     }
                 };
                 let result = analysis::analyse(
@@ -843,8 +860,14 @@ impl Rollout<'_> {
                                 kind: DecisionKind::Rollback,
                                 outcome: format!("rolled back to {}", stable.built.version),
                                 reasoning: format!(
-                                    "{} failed analyses reached the limit of {}: {}",
-                                    failures, plan.failure_limit, decision.reasoning
+                                    "{failures} failed {} reached the limit of {}: {}",
+                                    if failures == 1 {
+                                        "analysis"
+                                    } else {
+                                        "analyses"
+                                    },
+                                    plan.failure_limit,
+                                    decision.reasoning
                                 ),
                                 decided_at: std::time::SystemTime::now(),
                                 ..decision
@@ -932,7 +955,7 @@ impl Rollout<'_> {
                 RolloutEventKind::RolledBack,
                 &canary.built.version,
                 0,
-                decision.outcome.clone(),
+                format!("{}: {}", decision.outcome, decision.reasoning),
             )
             .with_decision(decision),
         );
@@ -964,6 +987,7 @@ fn plan_as_defaults(plan: &CanaryPlan) -> CanaryDefaults {
         min_requests: plan.min_requests,
         max_error_rate: plan.max_error_rate,
         failure_limit: plan.failure_limit,
+        ..CanaryDefaults::default()
     }
 }
 

@@ -4,8 +4,9 @@
 //! The library exposes [`run`]; the binary in `main.rs` only loads configuration and calls it.
 //! Module map: [`config`] (settings), `manifest` (the target's `selfheal.toml`), `builder`
 //! (git worktree + build), `process` (supervised children and their logs), `router` (weighted
-//! HTTP proxy and its counters), `analysis` (canary statistics), `fencing` (durable token
-//! high-water marks), `deployer` (rollouts), `grpc` (the protobuf edge).
+//! HTTP proxy and its counters), `analysis` (canary statistics), `memory` (resident memory of
+//! version processes, from `/proc`), `fencing` (durable token high-water marks), `deployer`
+//! (rollouts), `grpc` (the protobuf edge).
 
 mod analysis;
 mod builder;
@@ -15,6 +16,7 @@ mod error;
 mod fencing;
 mod grpc;
 mod manifest;
+mod memory;
 mod model;
 mod process;
 mod rollout_log;

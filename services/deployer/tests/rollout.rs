@@ -334,6 +334,70 @@ async fn canary_process_killed_during_a_step_is_rolled_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaking_canary_is_rolled_back_on_its_memory_growth() {
+    // The leak variant's bug commit keeps 64 KiB per payment; every answer stays 200.
+    let h = Harness::start_variant("leak", |_| {}).await;
+    let good = h.scenario.good_commit.clone();
+    let stable = h.deploy_stable(&good, 1).await.version();
+    let load = Load::start(h.public_addr().await, 4);
+    load.wait_for(50, Duration::from_secs(30)).await;
+
+    let mut request = h.request(&h.scenario.bad_commit, pb::RolloutStrategy::Canary, 2);
+    request.plan = Some(plan(&[50, 100], Duration::from_secs(2), 20));
+    let rollout = h.deploy(request).await;
+    let (requests, errors) = load.tally.snapshot();
+    load.stop().await;
+    assert!(rollout.error.is_none(), "{rollout:#?}");
+    assert_eq!(rollout.last_kind(), Kind::RolledBack, "{rollout:#?}");
+    assert_eq!(
+        errors, 0,
+        "the leak answers every payment ({requests} requests)"
+    );
+    let failed = rollout
+        .of_kind(Kind::Analysis)
+        .into_iter()
+        .rfind(|a| a.message == "fail")
+        .expect("a failed analysis");
+    let decision = failed.decision.as_ref().expect("analysis decision");
+    assert!(
+        decision.reasoning.contains("resident memory grows"),
+        "{decision:#?}"
+    );
+    let input = |name: &str| {
+        decision
+            .inputs
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.value.parse::<f64>().expect("a number"))
+            .unwrap_or_else(|| panic!("{name} missing from {decision:#?}"))
+    };
+    assert!(
+        input("canary_memory_growth_mib_per_s") > 1.0,
+        "{decision:#?}"
+    );
+    assert!(
+        input("stable_memory_growth_mib_per_s") < 1.0,
+        "{decision:#?}"
+    );
+    let memory = decision
+        .factors
+        .iter()
+        .find(|f| f.name == "memory")
+        .expect("memory factor");
+    assert_eq!(memory.score, 0.0, "{memory:?}");
+    let rolled_back = rollout.events.last().unwrap();
+    assert!(
+        rolled_back.message.contains("MiB/s") && rolled_back.message.contains("rolled back to"),
+        "the rollback says why, with the figures: {}",
+        rolled_back.message
+    );
+    let status = h.status().await;
+    assert_eq!(status.stable.unwrap().version, stable);
+    assert!(status.canary.is_none());
+    h.service.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_fencing_token_is_rejected_and_changes_nothing() {
     let h = Harness::start().await;
     let good = h.scenario.good_commit.clone();

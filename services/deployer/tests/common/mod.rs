@@ -37,9 +37,15 @@ impl Harness {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_variant(selfheal_scenario::DEFAULT_VARIANT, tweak).await
+    }
+
+    /// A deployer over `variant` of the payment-service history (e.g. `leak`).
+    pub async fn start_variant(variant: &str, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let scenario = selfheal_scenario::build(
+        let scenario = selfheal_scenario::build_variant(
             &selfheal_scenario::examples_dir().join(SERVICE),
+            variant,
             &dir.path().join("repo"),
         )
         .expect("scenario builds");
