@@ -448,6 +448,19 @@ impl Gate {
         }
         if let Some(baseline) = &baseline {
             for ((request, before), after) in passing.iter().zip(baseline).zip(passing_answers) {
+                if before.fails() {
+                    // Captured while another version served (the router keeps samples across
+                    // releases): the unpatched build fails it, so it is one more failing
+                    // request for this commit, which the candidate must not fail.
+                    facts.failing += 1;
+                    facts.passing -= 1;
+                    if after.fails() {
+                        still_failing.push(format!("{} → {}", request.label(), after.describe()));
+                    } else {
+                        facts.fixed += 1;
+                    }
+                    continue;
+                }
                 if !after.same_as(before) {
                     facts.changed += 1;
                     results.behaviour_changes.push(format!(

@@ -85,7 +85,15 @@ async fn approves_the_template_fix_over_the_reverts_and_rejects_broken_candidate
     // cust-0000..0002 have no preferred method: the bad build answers 500.
     request.failing_requests = vec![payment(0, 500), payment(1, 500), payment(2, 500)];
     // card, bank transfer, wallet: the bad build answers them correctly.
-    request.passing_requests = vec![payment(3, 200), payment(4, 200), payment(5, 200)];
+    // cust-0000 again, as the router sampled it while the good version served: it worked then,
+    // the bad build fails it, so for this commit it is a failing request and not a behaviour
+    // the fix must keep.
+    request.passing_requests = vec![
+        payment(3, 200),
+        payment(4, 200),
+        payment(5, 200),
+        payment(0, 200),
+    ];
 
     let response = gate.evaluate(request).await.expect("the gate evaluates");
 
