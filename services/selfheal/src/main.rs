@@ -130,6 +130,16 @@ environment variables (SELFHEAL_DETECTOR__SERVER__SHUTDOWN_GRACE=5s), then --set
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run one service of the mesh on its own, until Ctrl-C or SIGTERM (its peers named with
+    /// --set, e.g. `--set orchestrator.peers.audit=http://127.0.0.1:50057`).
+    #[command(hide = true)]
+    Serve {
+        /// orchestrator, detector, rca, patcher, safety-gate, deployer or audit.
+        service: String,
+        /// Override a setting of the service, e.g. `--set orchestrator.server.grpc_addr=127.0.0.1:50151`.
+        #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Send steady traffic to a service (the demo target's request mix) and report success and latency.
     #[command(
         after_help = "Open-loop: requests start at --rate per second whatever the answers; when \
@@ -350,6 +360,7 @@ one of: safety_gate_rejection, lock_store_unavailable, graph_store_unavailable, 
                 set,
                 dry_run,
             } => up(config, host, base_port, set, dry_run).await,
+            Command::Serve { service, set } => serve(&service, set).await,
             Command::Status {
                 orchestrator,
                 json,
@@ -593,6 +604,46 @@ async fn up(
                 eprintln!("selfheal up: {error}");
             }
             let _ = stop(mesh).await;
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(service: &str, set: Vec<String>) -> ExitCode {
+    let _telemetry = match selfheal_telemetry::init(&selfheal_telemetry::TelemetryConfig::from_env(
+        "selfheal",
+    )) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("selfheal: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = MeshOptions {
+        host: std::net::Ipv4Addr::LOCALHOST.into(),
+        base_port: 0,
+        config_file: None,
+        overrides: set,
+        env: &ProcessEnv,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signal = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            selfheal_service::ctrl_c_or_sigterm().await;
+            shutdown.cancel();
+        })
+    };
+    let served = selfheal::mesh::serve_one(service, options, shutdown).await;
+    signal.abort();
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ selfheal::mesh::MeshError::Config(_)) => {
+            eprintln!("selfheal serve: {error}");
+            ExitCode::from(EX_CONFIG as u8)
+        }
+        Err(error) => {
+            eprintln!("selfheal serve: {error}");
             ExitCode::FAILURE
         }
     }

@@ -247,6 +247,58 @@ pub async fn start(options: MeshOptions<'_>) -> Result<RunningMesh, MeshError> {
     })
 }
 
+/// Runs one service of the mesh as this process's only service until `shutdown`: its
+/// configuration is loaded as [`start`] loads it, and its peers' addresses come from the
+/// settings (`orchestrator.peers.audit=http://…`) since no mesh sits beside it. Used to run a
+/// service as its own process, e.g. to kill and restart it while the rest of the mesh runs.
+pub async fn serve_one(
+    service: &str,
+    options: MeshOptions<'_>,
+    shutdown: CancellationToken,
+) -> Result<(), MeshError> {
+    let Some(service) = SERVICES.iter().copied().find(|name| *name == service) else {
+        return Err(MeshError::Config(vec![format!(
+            "unknown service {service:?}; one of: {}",
+            SERVICES.join(", ")
+        )]));
+    };
+    async fn one<C: ServiceConfig, F, Fut, E>(
+        options: &MeshOptions<'_>,
+        service: &'static str,
+        shutdown: CancellationToken,
+        run: F,
+    ) -> Result<(), MeshError>
+    where
+        F: FnOnce(C, Listeners, CancellationToken) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut problems = Vec::new();
+        let Some(config) = layered::<C>(options, service, &mut problems) else {
+            return Err(MeshError::Config(problems));
+        };
+        let server = config.server();
+        let listeners = Listeners::bind(server.grpc_addr, server.http_addr)
+            .await
+            .map_err(|source| MeshError::Bind { service, source })?;
+        run(config, listeners, shutdown)
+            .await
+            .map_err(|error| MeshError::Service {
+                service,
+                message: error.to_string(),
+            })
+    }
+    match service {
+        "orchestrator" => one(&options, service, shutdown, selfheal_orchestrator::run).await,
+        "detector" => one(&options, service, shutdown, selfheal_detector::run).await,
+        "rca" => one(&options, service, shutdown, selfheal_rca::run).await,
+        "patcher" => one(&options, service, shutdown, selfheal_patcher::run).await,
+        "safety-gate" => one(&options, service, shutdown, selfheal_safety_gate::run).await,
+        "deployer" => one(&options, service, shutdown, selfheal_deployer::run).await,
+        _ => one(&options, service, shutdown, selfheal_audit::run).await,
+    }
+}
+
 /// Loads one service's configuration: its defaults on this mesh's port plan, then its table of
 /// the shared file, then `SELFHEAL_<SERVICE>__*`, then `<service>.key=value` settings.
 fn layered<C: ServiceConfig>(
