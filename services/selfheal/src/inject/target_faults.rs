@@ -4,9 +4,13 @@
 //! - `memory_leak`: the `leak` variant of payment-service keeps 64 KiB per payment and answers
 //!   every request 200. Its commit is shipped as a canary over the good commit under load; only the
 //!   deployer's memory analysis (resident memory sampled from `/proc` in every window) can see it.
+//! - `canary_failure`: the full demo; once the canary of the fix runs, its process is killed with
+//!   SIGKILL, as a crash in production would. The deployer must return all traffic to stable and
+//!   the saga end rolled back or escalated, with nothing of the fix left serving.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use selfheal_proto::v1 as pb;
 use selfheal_proto::v1::deployer_client::DeployerClient;
@@ -14,17 +18,25 @@ use selfheal_telemetry::TracedChannel;
 use tokio_util::sync::CancellationToken;
 
 use super::Judged;
+use crate::demo::{DemoOptions, DemoSummary, SagaHook, SagaStarted, TimelineEntry};
 
 /// The scenarios this module runs.
-pub(super) const BUILT: &[&str] = &["memory_leak"];
+pub(super) const BUILT: &[&str] = &["memory_leak", "canary_failure"];
 
 /// The injection and judgement of `name`, when this module owns it.
 pub(super) fn judge(name: &str, work: &Path) -> Option<Judged> {
     let work = work.to_path_buf();
     match name {
         "memory_leak" => Some(Box::pin(memory_leak(work))),
+        "canary_failure" => Some(Box::pin(canary_failure(work))),
         _ => None,
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn deployer_client(url: &str) -> Result<DeployerClient<TracedChannel>, String> {
@@ -172,4 +184,182 @@ fn last_analysis_weight(events: &[pb::RolloutEvent]) -> u32 {
         .iter()
         .rfind(|e| e.kind == pb::RolloutEventKind::Analysis as i32)
         .map_or(0, |e| e.canary_weight)
+}
+
+// ---- the demo with a hook ----------------------------------------------------------------------
+
+/// The demo on `example` with `hook`, its timeline discarded.
+async fn demo_with(
+    work: &Path,
+    example: Option<PathBuf>,
+    hook: SagaHook,
+) -> Result<DemoSummary, String> {
+    let (sink, mut events) = tokio::sync::mpsc::unbounded_channel::<TimelineEntry>();
+    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let mut options = DemoOptions {
+        work_dir: Some(work.to_path_buf()),
+        timeout: Duration::from_secs(300),
+        on_saga: Some(hook),
+        ..Default::default()
+    };
+    if let Some(example) = example {
+        options.example = example;
+    }
+    let result = crate::demo::run(options, sink).await;
+    let _ = drain.await;
+    result.map_err(|error| error.to_string())
+}
+
+fn step<'a>(summary: &'a DemoSummary, name: &str) -> Option<&'a crate::demo::StepTiming> {
+    summary.steps.iter().rfind(|s| s.name == name)
+}
+
+fn escalation_note(summary: &DemoSummary) -> &'static str {
+    if summary.decisions.iter().any(|d| d.kind == "escalation") {
+        "; a person was sent the escalation report"
+    } else {
+        ""
+    }
+}
+
+/// Polls the deployer's status of the demo's service every `every` until `done` holds, `stop`
+/// fires or `limit` passes.
+async fn wait_for_status(
+    deployer: &mut DeployerClient<TracedChannel>,
+    stop: &CancellationToken,
+    every: Duration,
+    limit: Duration,
+    done: impl Fn(&pb::ServiceStatus) -> bool,
+) -> Option<pb::ServiceStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && !stop.is_cancelled() {
+        if let Ok(status) = crate::demo::service_status(deployer).await
+            && done(&status)
+        {
+            return Some(status);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+    None
+}
+
+// ---- canary_failure ----------------------------------------------------------------------------
+
+/// What the canary-killing hook did and saw.
+#[derive(Clone, Debug, Default)]
+struct CanaryKill {
+    /// (version, pid, weight) of the canary that was killed.
+    killed: Option<(String, u32, u32)>,
+    kill_error: Option<String>,
+    /// The stable version when the canary appeared.
+    stable_before: String,
+    /// The status once the canary was gone.
+    after: Option<pb::ServiceStatus>,
+}
+
+/// The fix passes the gate, then its canary process crashes in production.
+async fn canary_failure(work: PathBuf) -> Result<(bool, String), String> {
+    let seen: Arc<Mutex<CanaryKill>> = Arc::default();
+    let stop = CancellationToken::new();
+    let hook = {
+        let (seen, stop) = (Arc::clone(&seen), stop.clone());
+        SagaHook(Arc::new(move |started: SagaStarted| {
+            let (seen, stop) = (Arc::clone(&seen), stop.clone());
+            Box::pin(async move {
+                if let Err(error) = kill_the_canary(&started, &seen, &stop).await {
+                    lock(&seen).kill_error = Some(error);
+                }
+            })
+        }))
+    };
+    let result = demo_with(&work, None, hook).await;
+    stop.cancel();
+    let s = result?;
+    let seen = lock(&seen).clone();
+    let Some((version, pid, weight)) = seen.killed else {
+        return Ok((
+            false,
+            format!(
+                "{}; no canary was killed ({})",
+                s.status,
+                seen.kill_error
+                    .unwrap_or_else(|| "none appeared while the saga ran".into())
+            ),
+        ));
+    };
+    let deploy = step(&s, "deploy")
+        .map(|d| d.summary.clone())
+        .unwrap_or_default();
+    let rolled_back = deploy.contains("rolled_back");
+    let ended = matches!(s.status.as_str(), "rolled_back" | "escalated");
+    let stable_restored = s.final_stable_commit == s.bad_commit;
+    // The router's routes once the canary was gone: no canary, all weight on the old stable.
+    let routed_to_stable = seen.after.as_ref().is_some_and(|status| {
+        status.canary.is_none()
+            && status
+                .stable
+                .as_ref()
+                .is_some_and(|stable| stable.version == seen.stable_before && stable.weight == 100)
+    });
+    let ok = rolled_back && ended && stable_restored && routed_to_stable;
+    Ok((
+        ok,
+        format!(
+            "killed canary {version} (pid {pid}) at {weight}%; deploy: {deploy}; {}; saga {}; stable is the {} commit{}",
+            if routed_to_stable {
+                format!("all traffic back on {}", seen.stable_before)
+            } else {
+                "traffic NOT back on stable".to_owned()
+            },
+            s.status,
+            if stable_restored {
+                "previous (buggy)"
+            } else {
+                "FIX's"
+            },
+            escalation_note(&s)
+        ),
+    ))
+}
+
+async fn kill_the_canary(
+    started: &SagaStarted,
+    seen: &Mutex<CanaryKill>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let mut deployer = deployer_client(&started.endpoint("deployer")).await?;
+    let limit = Duration::from_secs(240);
+    let Some(status) = wait_for_status(
+        &mut deployer,
+        stop,
+        Duration::from_millis(20),
+        limit,
+        |status| status.canary.as_ref().is_some_and(|c| c.pid != 0),
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    let canary = status.canary.unwrap_or_default();
+    lock(seen).stable_before = status.stable.map(|s| s.version).unwrap_or_default();
+    let pid = i32::try_from(canary.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| format!("the canary's pid {} is not a process id", canary.pid))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+        .map_err(|e| format!("kill -KILL {}: {e}", canary.pid))?;
+    lock(seen).killed = Some((canary.version.clone(), canary.pid, canary.weight));
+    let after = wait_for_status(
+        &mut deployer,
+        stop,
+        Duration::from_millis(20),
+        limit,
+        |status| status.canary.is_none(),
+    )
+    .await;
+    lock(seen).after = after;
+    Ok(())
 }
