@@ -1,6 +1,7 @@
 //! Runs the bug commits of the scenario variants for real and checks that each misbehaves as its
 //! scenario file says: payment-service `leak` retains memory, payment-service `loop` never answers
-//! some customers, and chain-service's leaf panics so that its callers answer 502.
+//! some customers, payment-service `instalments` fails large payments the demo's load never makes,
+//! and chain-service's leaf panics so that its callers answer 502.
 //!
 //! Each test builds the example with cargo in [`example_target_dir`] (a minute or two on a cold
 //! cache, seconds after that), starts it on a free port and drives it over TCP. Two more check
@@ -330,6 +331,42 @@ fn leak_retains_memory_under_load_while_answering_200() {
 }
 
 #[test]
+fn instalments_fail_only_totals_above_five_thousand_euros() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scenario, binary) = built("payment-service", "instalments", dir.path());
+    assert_eq!(
+        scenario.commits[2].message,
+        "offer instalments on large payments"
+    );
+    assert_eq!(scenario.good_commit, scenario.commits[2].sha);
+    let service = Service::start(&binary, &[], dir.path().join("stderr"));
+    let pay = |customer: u32, cents: u64| {
+        let body = format!(r#"{{"customer_id":"cust-{customer:04}","amount_cents":{cents}}}"#);
+        service
+            .post("/pay", &body, Duration::from_secs(5))
+            .expect("the payment answers")
+    };
+    // Every amount the demo's load pays (1 to 500 EUR) is answered; a large one gets an offer.
+    for cents in [100, 1_234, 49_999] {
+        assert_eq!(pay(4, cents).0, 200, "{cents} cents");
+    }
+    let (status, body) = pay(4, 120_000);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("6 monthly instalments"), "{body}");
+    // Totals above the last plan panic (customers with a preferred method: the bug commit fails
+    // the others earlier).
+    for customer in [4, 5, 23] {
+        assert_eq!(pay(customer, 600_000).0, 500);
+    }
+    let log = service.log();
+    assert_eq!(
+        log.matches("panicked at src/instalments.rs:21:").count(),
+        3,
+        "{log}"
+    );
+}
+
+#[test]
 fn loop_never_answers_customers_under_review_and_answers_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let (scenario, binary) = built("payment-service", "loop", dir.path());
@@ -512,5 +549,30 @@ fn payment_service_tests_pass_at_the_variant_bug_commits() {
             output.contains("pays_for_a_customer_without_a_preferred_method ... ok"),
             "{variant}:\n{output}"
         );
+    }
+}
+
+#[test]
+fn payment_service_tests_pass_at_the_latent_instalments_commit() {
+    // Its bug commit is the demo's own, whose test of a customer without a preferred method
+    // fails; the commit before it brings the latent fault and its passing tests.
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = build_variant(
+        &examples_dir().join("payment-service"),
+        "instalments",
+        &dir.path().join("repo"),
+    )
+    .expect("scenario");
+    git(
+        &scenario.repo,
+        &["checkout", "--quiet", &scenario.good_commit],
+    );
+    let output = cargo_test(&scenario.repo, &dir.path().join("tests"));
+    for test in [
+        "instalments::tests::larger_totals_get_longer_plans ... ok",
+        "large_payments_are_offered_instalments ... ok",
+        "pays_for_a_customer_without_a_preferred_method ... ok",
+    ] {
+        assert!(output.contains(test), "{test}:\n{output}");
     }
 }

@@ -42,7 +42,10 @@ fn line_at(repo: &Path, commit: &str, file: &Path, line: u32) -> Option<String> 
 
 #[test]
 fn lists_the_variants_of_each_example() {
-    assert_eq!(variants(&payment()).unwrap(), ["leak", "loop", "scenario"]);
+    assert_eq!(
+        variants(&payment()).unwrap(),
+        ["instalments", "leak", "loop", "scenario"]
+    );
     assert_eq!(
         variants(&examples_dir().join("chain-service")).unwrap(),
         ["scenario"]
@@ -111,6 +114,54 @@ fn variants_share_the_good_history_and_differ_in_the_bug() {
 }
 
 #[test]
+fn instalments_adds_a_latent_fault_under_the_demos_own_bug() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = build(&payment(), &dir.path().join("plain")).unwrap();
+    let scenario = build_variant(&payment(), "instalments", &dir.path().join("v")).unwrap();
+    let messages: Vec<&str> = scenario
+        .commits
+        .iter()
+        .map(|c| c.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "initial payment service",
+            "reject payments above the single-payment limit",
+            "offer instalments on large payments",
+            "use the customer's preferred payment method",
+        ]
+    );
+    assert_eq!(scenario.commits[1].sha, plain.commits[1].sha);
+    assert_eq!(scenario.good_commit, scenario.commits[2].sha);
+    assert_eq!(scenario.bad_commit, scenario.commits[3].sha);
+    assert_eq!(
+        (scenario.bug_file.as_path(), scenario.bug_line),
+        (plain.bug_file.as_path(), plain.bug_line)
+    );
+    assert_eq!(
+        line_at(
+            &scenario.repo,
+            &scenario.bad_commit,
+            &scenario.bug_file,
+            scenario.bug_line
+        ),
+        line_at(
+            &plain.repo,
+            &plain.bad_commit,
+            &plain.bug_file,
+            plain.bug_line
+        ),
+        "the same bug line"
+    );
+    for commit in [&scenario.good_commit, &scenario.bad_commit] {
+        let latent = line_at(&scenario.repo, commit, Path::new("src/instalments.rs"), 21)
+            .expect("the latent fault is there before and at the bug");
+        assert!(latent.contains("plan.unwrap()"), "{latent}");
+    }
+}
+
+#[test]
 fn an_unknown_variant_lists_the_available_ones() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("repo");
@@ -123,10 +174,10 @@ fn an_unknown_variant_lists_the_available_ones() {
             panic!("{name:?}: {err:?}");
         };
         assert_eq!(variant, name);
-        assert_eq!(available, &["leak", "loop", "scenario"]);
+        assert_eq!(available, &["instalments", "leak", "loop", "scenario"]);
         let message = err.to_string();
         assert!(
-            message.contains("available: leak, loop, scenario"),
+            message.contains("available: instalments, leak, loop, scenario"),
             "{message}"
         );
     }

@@ -7,6 +7,10 @@
 //! - `canary_failure`: the full demo; once the canary of the fix runs, its process is killed with
 //!   SIGKILL, as a crash in production would. The deployer must return all traffic to stable and
 //!   the saga end rolled back or escalated, with nothing of the fix left serving.
+//! - `verification_failure`: the full demo on the `instalments` variant, whose history hides a
+//!   second fault under the demo's bug: payments above 5,000 EUR panic, and the demo's load never
+//!   pays that much, so the fix passes its canary. Once it is promoted a new client starts paying
+//!   large invoices; the errors persist at 100%, verification fails and the saga rolls back.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,7 +25,7 @@ use super::Judged;
 use crate::demo::{DemoOptions, DemoSummary, SagaHook, SagaStarted, TimelineEntry};
 
 /// The scenarios this module runs.
-pub(super) const BUILT: &[&str] = &["memory_leak", "canary_failure"];
+pub(super) const BUILT: &[&str] = &["memory_leak", "canary_failure", "verification_failure"];
 
 /// The injection and judgement of `name`, when this module owns it.
 pub(super) fn judge(name: &str, work: &Path) -> Option<Judged> {
@@ -29,6 +33,7 @@ pub(super) fn judge(name: &str, work: &Path) -> Option<Judged> {
     match name {
         "memory_leak" => Some(Box::pin(memory_leak(work))),
         "canary_failure" => Some(Box::pin(canary_failure(work))),
+        "verification_failure" => Some(Box::pin(verification_failure(work))),
         _ => None,
     }
 }
@@ -361,5 +366,179 @@ async fn kill_the_canary(
     )
     .await;
     lock(seen).after = after;
+    Ok(())
+}
+
+// ---- verification_failure ----------------------------------------------------------------------
+
+/// Payments a client paying large invoices sent once the fix was promoted.
+#[derive(Clone, Debug, Default)]
+struct Invoices {
+    /// The version the fix was promoted as.
+    promoted: Option<String>,
+    answered: u64,
+    server_errors: u64,
+    error: Option<String>,
+}
+
+/// The amounts of the large-invoice client, in cents: 6,000 to 9,000 EUR, above the last
+/// instalment plan (5,000 EUR) and within the single-payment limit (10,000 EUR).
+const INVOICE_CENTS: std::ops::Range<u64> = 600_000..900_000;
+/// Invoices per second.
+const INVOICE_RATE: u32 = 25;
+
+/// The fix passes its canary; at 100% a new client meets a fault the canary never saw.
+async fn verification_failure(work: PathBuf) -> Result<(bool, String), String> {
+    let example = variant_example(&work, "instalments")?;
+    let seen: Arc<Mutex<Invoices>> = Arc::default();
+    let stop = CancellationToken::new();
+    let hook = {
+        let (seen, stop) = (Arc::clone(&seen), stop.clone());
+        SagaHook(Arc::new(move |started: SagaStarted| {
+            let (seen, stop) = (Arc::clone(&seen), stop.clone());
+            Box::pin(async move {
+                if let Err(error) = invoices_after_promotion(&started, &seen, &stop).await {
+                    lock(&seen).error = Some(error);
+                }
+            })
+        }))
+    };
+    let result = demo_with(&work, Some(example), hook).await;
+    stop.cancel();
+    let s = result?;
+    let seen = lock(&seen).clone();
+    let deploy = step(&s, "deploy")
+        .map(|d| d.summary.clone())
+        .unwrap_or_default();
+    let promoted = deploy.contains("promoted") && seen.promoted.is_some();
+    let verify = step(&s, "verify");
+    let verify_failed = verify.is_some_and(|v| v.summary.starts_with("not healthy"));
+    let ended = matches!(s.status.as_str(), "rolled_back" | "escalated");
+    let stable_restored = s.final_stable_commit == s.bad_commit;
+    let ok = promoted && seen.server_errors > 0 && verify_failed && ended && stable_restored;
+    Ok((
+        ok,
+        format!(
+            "fix {}; large invoices after promotion: {} of {} answered 5xx{}; verify: {}; saga {}; stable is the {} commit{}",
+            seen.promoted
+                .as_ref()
+                .map_or_else(|| "NOT promoted".to_owned(), |v| format!("promoted as {v}")),
+            seen.server_errors,
+            seen.answered,
+            seen.error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(" ({e})")),
+            verify.map_or("never ran", |v| v.summary.as_str()),
+            s.status,
+            if stable_restored {
+                "previous (buggy)"
+            } else {
+                "fix's"
+            },
+            escalation_note(&s)
+        ),
+    ))
+}
+
+/// A copy of the payment-service example whose scenario file is its `variant`, for the demo
+/// (which builds an example's `scenario.toml`).
+fn variant_example(work: &Path, variant: &str) -> Result<PathBuf, String> {
+    let source = selfheal_scenario::examples_dir().join(crate::demo::SERVICE);
+    let copy = work.join(format!("example-{variant}"));
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+    }
+    copy_tree(&source, &copy).map_err(|e| format!("copying {}: {e}", source.display()))?;
+    let scenario = copy.join(selfheal_scenario::SCENARIO_DIR);
+    std::fs::copy(
+        scenario.join(format!("{variant}.toml")),
+        scenario.join(selfheal_scenario::SCENARIO_FILE),
+    )
+    .map_err(|e| format!("{variant}.toml: {e}"))?;
+    Ok(copy)
+}
+
+/// Copies `from` to `to`, leaving out build output.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_name() == "target" {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the fix's promotion, then pays large invoices through the router until `stop`.
+async fn invoices_after_promotion(
+    started: &SagaStarted,
+    seen: &Arc<Mutex<Invoices>>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let mut deployer = deployer_client(&started.endpoint("deployer")).await?;
+    let before = crate::demo::service_status(&mut deployer)
+        .await
+        .map_err(|e| e.to_string())?
+        .stable
+        .map(|s| s.version)
+        .unwrap_or_default();
+    let Some(status) = wait_for_status(
+        &mut deployer,
+        stop,
+        Duration::from_millis(20),
+        Duration::from_secs(240),
+        |status| {
+            status.canary.is_none()
+                && status
+                    .stable
+                    .as_ref()
+                    .is_some_and(|stable| stable.version != before)
+        },
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    lock(seen).promoted = status.stable.map(|s| s.version);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://{}/pay", status.public_address);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / INVOICE_RATE);
+    let mut in_flight = tokio::task::JoinSet::new();
+    // Bounded: the demo ends within minutes, and so does this client.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        while in_flight.try_join_next().is_some() {}
+        let body = serde_json::json!({
+            "customer_id": format!("cust-{:04}", fastrand::u32(0..1000)),
+            "amount_cents": fastrand::u64(INVOICE_CENTS),
+        });
+        let request = client.post(&url).json(&body);
+        let seen = Arc::clone(seen);
+        in_flight.spawn(async move {
+            // Only answers count: a connection refused as the demo stops says nothing.
+            if let Ok(response) = request.send().await {
+                let mut seen = lock(&seen);
+                seen.answered += 1;
+                if response.status().is_server_error() {
+                    seen.server_errors += 1;
+                }
+            }
+        });
+    }
+    in_flight.abort_all();
     Ok(())
 }
