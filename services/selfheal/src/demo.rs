@@ -687,7 +687,7 @@ async fn poll_saga_for(
 }
 
 /// Points the detector at the stable process whenever it changes, until `stop`.
-async fn follow_stable(
+pub(crate) async fn follow_stable(
     mut deployer: DeployerClient<selfheal_telemetry::TracedChannel>,
     mut detector: DetectorClient<selfheal_telemetry::TracedChannel>,
     stop: CancellationToken,
@@ -748,6 +748,19 @@ pub(crate) async fn deploy_direct(
     repo: &Path,
     commit: &str,
 ) -> Result<String, DemoError> {
+    deploy_direct_keyed(deployer, repo, commit, &format!("demo-release-{commit}"), 0).await
+}
+
+/// [`deploy_direct`] under the caller's idempotency key, so one commit can be released again,
+/// and fencing token: a pipeline that read the service's highest token passes it, and is
+/// refused if a saga's lease holder acted since.
+pub(crate) async fn deploy_direct_keyed(
+    deployer: &mut DeployerClient<selfheal_telemetry::TracedChannel>,
+    repo: &Path,
+    commit: &str,
+    key: &str,
+    fencing_token: u64,
+) -> Result<String, DemoError> {
     let mut stream = deployer
         .deploy(pb::DeployRequest {
             service: SERVICE.into(),
@@ -756,7 +769,8 @@ pub(crate) async fn deploy_direct(
                 commit: commit.to_owned(),
             }),
             strategy: pb::RolloutStrategy::Direct.into(),
-            idempotency_key: format!("demo-release-{commit}"),
+            idempotency_key: key.to_owned(),
+            fencing_token,
             ..Default::default()
         })
         .await

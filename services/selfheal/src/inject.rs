@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::demo::{DemoOptions, DemoSummary, SagaHook, SagaStarted, TimelineEntry};
 
 mod audit_faults;
+pub mod chaos;
 mod input_faults;
 mod process_faults;
 mod target_faults;

@@ -88,7 +88,7 @@ scenario run passed."
     )]
     Inject {
         /// One scenario by name.
-        #[arg(long, value_name = "NAME", conflicts_with = "all", required_unless_present_any = ["all", "list"])]
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["all", "chaos"], required_unless_present_any = ["all", "list", "chaos"])]
         scenario: Option<String>,
         /// Every built scenario, then the table of all twenty.
         #[arg(long)]
@@ -102,6 +102,18 @@ scenario run passed."
         /// Keep each scenario's repositories and stores here.
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
+        /// Inject random faults (buggy releases, repeated alerts, killed processes, aborts) into
+        /// the running demo for --duration, then check the invariants: no audit record lost,
+        /// the chain verifies, one lock holder per service, every canary concluded, every
+        /// incident finished.
+        #[arg(long, conflicts_with = "all")]
+        chaos: bool,
+        /// How long --chaos injects faults (the sagas then get up to four minutes to finish).
+        #[arg(long, default_value = "60s", value_parser = humantime_duration, requires = "chaos")]
+        duration: Duration,
+        /// Seed of --chaos's random choices; the same seed repeats the same choices.
+        #[arg(long, requires = "chaos")]
+        seed: Option<u64>,
     },
     /// List the sagas the orchestrator runs or ran, show one, approve or abort one.
     #[command(subcommand)]
@@ -352,6 +364,20 @@ one of: safety_gate_rejection, lock_store_unavailable, graph_store_unavailable, 
                 list,
                 json,
                 work_dir,
+                chaos: true,
+                duration,
+                seed,
+            } => {
+                let _ = (scenario, all, list);
+                chaos(duration, seed, json, work_dir).await
+            }
+            Command::Inject {
+                scenario,
+                all,
+                list,
+                json,
+                work_dir,
+                ..
             } => inject(scenario, all, list, json, work_dir).await,
             Command::Up {
                 config,
@@ -395,6 +421,96 @@ one of: safety_gate_rejection, lock_store_unavailable, graph_store_unavailable, 
             }
         }
     })
+}
+
+async fn chaos(
+    duration: Duration,
+    seed: Option<u64>,
+    json: bool,
+    work_dir: Option<PathBuf>,
+) -> ExitCode {
+    let temp = match tempfile::Builder::new().prefix("selfheal-chaos-").tempdir() {
+        Ok(temp) => temp,
+        Err(error) => {
+            eprintln!("selfheal inject: cannot create a work directory: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let work = work_dir.unwrap_or_else(|| temp.path().to_path_buf());
+    let seed = seed.unwrap_or_else(|| fastrand::u64(..));
+    if !json {
+        eprintln!(
+            "chaos for {} with seed {seed} (repeat it with --seed {seed}); the sagas then get up to four minutes to finish",
+            humantime::format_duration(duration)
+        );
+    }
+    let options = selfheal::inject::chaos::ChaosOptions {
+        duration,
+        seed,
+        work,
+    };
+    let report = match selfheal::inject::chaos::run(options).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("selfheal inject --chaos: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        if !print_json(&report) {
+            return ExitCode::FAILURE;
+        }
+    } else {
+        let mut faults = Table::new();
+        faults
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+            .set_width(140)
+            .set_header(["at", "fault", "what happened"]);
+        for fault in &report.faults {
+            faults.add_row([
+                format!("{:.1} s", fault.at_seconds),
+                fault.fault.clone(),
+                fault.detail.clone(),
+            ]);
+        }
+        println!("{faults}");
+        let sagas: Vec<String> = report
+            .sagas
+            .iter()
+            .map(|(state, count)| format!("{count} {state}"))
+            .collect();
+        println!(
+            "{} faults, {} incidents, sagas: {}; {} answered by the on-call stand-in",
+            report.faults.len(),
+            report.incidents,
+            if sagas.is_empty() {
+                "none".to_owned()
+            } else {
+                sagas.join(", ")
+            },
+            report.acknowledged
+        );
+        let mut invariants = Table::new();
+        invariants
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+            .set_width(140)
+            .set_header(["invariant", "held", "detail"]);
+        for invariant in &report.invariants {
+            invariants.add_row([
+                invariant.name.clone(),
+                if invariant.held { "yes" } else { "NO" }.to_owned(),
+                invariant.detail.clone(),
+            ]);
+        }
+        println!("{invariants}");
+    }
+    if report.held() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn inject(
