@@ -822,7 +822,8 @@ fn short(commit: &str) -> &str {
     commit.get(..10).unwrap_or(commit)
 }
 
-fn is_terminal(state: i32) -> bool {
+/// Whether a saga in `state` has finished.
+pub(crate) fn is_terminal(state: i32) -> bool {
     matches!(
         pb::SagaState::try_from(state),
         Ok(pb::SagaState::Resolved

@@ -256,6 +256,32 @@ pub fn injected_settings(name: &str) -> Option<Vec<String>> {
     Some(settings.iter().map(|s| (*s).to_owned()).collect())
 }
 
+/// A mesh with the demo's settings plus `extra`, on a work directory whose deployer and audit
+/// stores start empty (a kept directory is reused across runs).
+pub(crate) async fn fresh_mesh(
+    work: &Path,
+    extra: Vec<String>,
+) -> Result<crate::mesh::RunningMesh, String> {
+    std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    for owned in ["deployer", "audit"] {
+        let dir = work.join(owned);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    let mut overrides = crate::demo::demo_settings(work);
+    overrides.extend(extra);
+    crate::mesh::start(crate::mesh::MeshOptions {
+        host: std::net::Ipv4Addr::LOCALHOST.into(),
+        base_port: 0,
+        config_file: None,
+        overrides,
+        env: &selfheal_service::ProcessEnv,
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
 fn settings(name: &str) -> Vec<String> {
     injected_settings(name).unwrap_or_default()
 }
@@ -485,17 +511,7 @@ async fn llm_timeout(work: std::path::PathBuf) -> Result<(bool, String), String>
 
 /// A release whose new code hangs for some customers, shipped as a canary.
 async fn infinite_loop(work: std::path::PathBuf) -> Result<(bool, String), String> {
-    let mut overrides = crate::demo::demo_settings(&work);
-    overrides.push("deployer.router.upstream_timeout=1s".into());
-    let mesh = crate::mesh::start(crate::mesh::MeshOptions {
-        host: std::net::Ipv4Addr::LOCALHOST.into(),
-        base_port: 0,
-        config_file: None,
-        overrides,
-        env: &selfheal_service::ProcessEnv,
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let mesh = fresh_mesh(&work, vec!["deployer.router.upstream_timeout=1s".into()]).await?;
     let result = async {
         let repo = work.join("repo");
         if repo.exists() {

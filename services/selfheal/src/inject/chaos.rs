@@ -129,23 +129,7 @@ impl Clients {
 /// Runs the mesh and the demo target, injects faults for `options.duration`, lets the sagas
 /// finish and checks the invariants.
 pub async fn run(options: ChaosOptions) -> Result<ChaosReport, String> {
-    std::fs::create_dir_all(&options.work)
-        .map_err(|e| format!("{}: {e}", options.work.display()))?;
-    for owned in ["deployer", "audit"] {
-        let dir = options.work.join(owned);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-    }
-    let mesh = crate::mesh::start(crate::mesh::MeshOptions {
-        host: std::net::Ipv4Addr::LOCALHOST.into(),
-        base_port: 0,
-        config_file: None,
-        overrides: crate::demo::demo_settings(&options.work),
-        env: &selfheal_service::ProcessEnv,
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let mesh = super::fresh_mesh(&options.work, Vec::new()).await?;
     let result = drive(&options, &mesh).await;
     if let Err(error) = mesh.stop().await {
         tracing::warn!(%error, "the mesh did not stop cleanly");
@@ -461,21 +445,11 @@ async fn list_sagas(orchestrator: &mut OrchestratorClient<TracedChannel>) -> Vec
         .unwrap_or_default()
 }
 
-fn is_final(state: i32) -> bool {
-    matches!(
-        pb::SagaState::try_from(state),
-        Ok(pb::SagaState::Resolved
-            | pb::SagaState::RolledBack
-            | pb::SagaState::Escalated
-            | pb::SagaState::Aborted)
-    )
-}
-
 async fn running_saga(orchestrator: &mut OrchestratorClient<TracedChannel>) -> Option<pb::Saga> {
     list_sagas(orchestrator)
         .await
         .into_iter()
-        .find(|s| s.service == SERVICE && !is_final(s.state))
+        .find(|s| s.service == SERVICE && !crate::demo::is_terminal(s.state))
 }
 
 /// Stands in for the person on call: approves what the gate asks a person about, and
@@ -524,7 +498,7 @@ async fn settle(orchestrator: &mut OrchestratorClient<TracedChannel>) -> bool {
         let busy = list_sagas(orchestrator)
             .await
             .iter()
-            .any(|s| !is_final(s.state));
+            .any(|s| !crate::demo::is_terminal(s.state));
         match (busy, quiet_since) {
             (true, _) => quiet_since = None,
             (false, None) => quiet_since = Some(Instant::now()),
@@ -600,7 +574,7 @@ async fn check(
             .ok()
             .and_then(|r| r.into_inner().saga);
         match saga {
-            Some(saga) if is_final(saga.state) => {}
+            Some(saga) if crate::demo::is_terminal(saga.state) => {}
             Some(saga) => open.push(format!(
                 "{id}: saga {} {}",
                 saga.id,
@@ -706,7 +680,7 @@ fn no_record_lost(records: &[pb::AuditRecord], sagas: &[pb::Saga]) -> Invariant 
             _ => {}
         }
     }
-    for saga in sagas.iter().filter(|s| is_final(s.state)) {
+    for saga in sagas.iter().filter(|s| crate::demo::is_terminal(s.state)) {
         let state = crate::demo::saga_state(saga.state);
         match final_state.get(saga.id.as_str()) {
             Some(recorded) if recorded.eq_ignore_ascii_case(&state) => {}
