@@ -75,6 +75,19 @@ impl RedisLockStore {
         })
     }
 
+    /// Deletes the lease and the fencing counter of `service`: for a store whose prefix is
+    /// disposable (a test run), never for one in use, since tokens would start again at 1.
+    pub async fn forget(&self, service: &str) -> Result<(), LockError> {
+        let (lock, fence) = self.keys(service);
+        let mut connection = self.connection.clone();
+        redis::cmd("DEL")
+            .arg(&lock)
+            .arg(&fence)
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|error| self.unavailable(&error))
+    }
+
     fn keys(&self, service: &str) -> (String, String) {
         (
             format!("{}lock:{service}", self.prefix),
