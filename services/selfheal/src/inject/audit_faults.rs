@@ -652,13 +652,18 @@ async fn report_after_corruption(
     Ok((
         ok,
         format!(
-            "record {broken} altered; Verify {} at sequence {} ({:?}); new incident {}: saga {} with {} steps; webhook {}",
+            "record {broken} altered; Verify {} at sequence {} ({:?}); the new incident's saga {} ended {} with {} steps ({}); webhook {}",
             if verify.ok { "PASSED" } else { "failed" },
             verify.first_broken_sequence,
             verify.reason(),
             answer.saga_id,
             crate::demo::saga_state(saga.state),
             saga.steps.len(),
+            if saga.outcome.contains("automation halted") {
+                "automation halted"
+            } else {
+                "NOT halted"
+            },
             if alerted {
                 "received the alert naming that sequence"
             } else {

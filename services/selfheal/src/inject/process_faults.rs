@@ -141,22 +141,11 @@ fn version_sequence(version: &str) -> Option<u64> {
 /// the deploy step, which must not run twice; a takeover is killed in the gate step, so that the
 /// successor's deploy carries its newer token to the deployer.
 async fn crash_mid_saga(work: PathBuf, crash: Crash) -> Result<(bool, String), String> {
-    for owned in ["deployer", "audit", "repo"] {
-        let dir = work.join(owned);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
+    let repo = work.join("repo");
+    if repo.exists() {
+        std::fs::remove_dir_all(&repo).map_err(|e| format!("{}: {e}", repo.display()))?;
     }
-    let overrides = crate::demo::demo_settings(&work);
-    let mesh = crate::mesh::start(crate::mesh::MeshOptions {
-        host: std::net::Ipv4Addr::LOCALHOST.into(),
-        base_port: 0,
-        config_file: None,
-        overrides,
-        env: &selfheal_service::ProcessEnv,
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let mesh = super::fresh_mesh(&work, Vec::new()).await?;
     let redis = env_or("SELFHEAL_TEST_REDIS_URL", "redis://127.0.0.1:6379");
     let prefix = format!("selfheal-inject-{}:", uuid_like());
     let stop = CancellationToken::new();
@@ -262,7 +251,7 @@ async fn run_crash(
     };
     let deploying = poll_saga(&mut orchestrator, &saga_id, Duration::from_secs(180), |s| {
         s.steps.iter().any(|s| s.name == step)
-            || is_final(s.state)
+            || crate::demo::is_terminal(s.state)
             || s.state == pb::SagaState::AwaitingApproval as i32
     })
     .await
@@ -284,7 +273,7 @@ async fn run_crash(
         &work.join("orchestrator-2.log"),
     )?);
     let finished = poll_saga(&mut orchestrator, &saga_id, Duration::from_secs(180), |s| {
-        is_final(s.state)
+        crate::demo::is_terminal(s.state)
     })
     .await
     .ok_or("the saga did not finish after the crash")?;
@@ -374,16 +363,6 @@ async fn run_crash(
         ));
     }
     Ok((ok, observed))
-}
-
-fn is_final(state: i32) -> bool {
-    matches!(
-        pb::SagaState::try_from(state),
-        Ok(pb::SagaState::Resolved
-            | pb::SagaState::RolledBack
-            | pb::SagaState::Escalated
-            | pb::SagaState::Aborted)
-    )
 }
 
 /// Reports `incident`, retrying while the orchestrator starts.
