@@ -398,10 +398,10 @@ impl Engine {
         let recovering = Arc::clone(&inner);
         inner.tracker.spawn(async move {
             // A broken chain halts automation before anything resumes from it.
-            recovering
-                .chain
-                .check(&recovering.http, &recovering.escalation)
-                .await;
+            tokio::select! {
+                _ = recovering.chain.check(&recovering.http, &recovering.escalation) => {}
+                () = recovering.shutdown.cancelled() => return,
+            }
             recovery::recover(&recovering).await;
             recovering.recovered.send_replace(true);
         });
