@@ -688,33 +688,24 @@ async fn poll_saga_for(
 
 /// Points the detector at the stable process whenever it changes, until `stop`.
 pub(crate) async fn follow_stable(
-    mut deployer: DeployerClient<selfheal_telemetry::TracedChannel>,
-    mut detector: DetectorClient<selfheal_telemetry::TracedChannel>,
+    deployer: DeployerClient<selfheal_telemetry::TracedChannel>,
+    detector: DetectorClient<selfheal_telemetry::TracedChannel>,
     stop: CancellationToken,
 ) {
-    let mut watched = String::new();
+    follow_stable_of(deployer, detector, &[SERVICE], stop).await;
+}
+
+/// [`follow_stable`] for each of `services`.
+pub(crate) async fn follow_stable_of(
+    mut deployer: DeployerClient<selfheal_telemetry::TracedChannel>,
+    mut detector: DetectorClient<selfheal_telemetry::TracedChannel>,
+    services: &'static [&'static str],
+    stop: CancellationToken,
+) {
+    let mut watched = vec![String::new(); services.len()];
     loop {
-        if let Ok(status) = service_status(&mut deployer).await
-            && let Some(stable) = status.stable
-            && stable.address != watched
-        {
-            let target = pb::ScrapeTarget {
-                service: SERVICE.into(),
-                address: stable.address.clone(),
-                labels: [("version".to_owned(), stable.version.clone())]
-                    .into_iter()
-                    .collect(),
-                ..Default::default()
-            };
-            if detector
-                .add_target(pb::AddTargetRequest {
-                    target: Some(target),
-                })
-                .await
-                .is_ok()
-            {
-                watched = stable.address;
-            }
+        for (service, watched) in services.iter().zip(watched.iter_mut()) {
+            follow_once(&mut deployer, &mut detector, service, watched).await;
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -723,12 +714,51 @@ pub(crate) async fn follow_stable(
     }
 }
 
+/// Points the detector at `service`'s stable process if it is not `watched`.
+async fn follow_once(
+    deployer: &mut DeployerClient<selfheal_telemetry::TracedChannel>,
+    detector: &mut DetectorClient<selfheal_telemetry::TracedChannel>,
+    service: &str,
+    watched: &mut String,
+) {
+    if let Ok(status) = service_status_of(deployer, service).await
+        && let Some(stable) = status.stable
+        && stable.address != *watched
+    {
+        let target = pb::ScrapeTarget {
+            service: service.into(),
+            address: stable.address.clone(),
+            labels: [("version".to_owned(), stable.version.clone())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        if detector
+            .add_target(pb::AddTargetRequest {
+                target: Some(target),
+            })
+            .await
+            .is_ok()
+        {
+            *watched = stable.address;
+        }
+    }
+}
+
 pub(crate) async fn service_status(
     deployer: &mut DeployerClient<selfheal_telemetry::TracedChannel>,
 ) -> Result<pb::ServiceStatus, DemoError> {
+    service_status_of(deployer, SERVICE).await
+}
+
+/// The deployer's status of `service`.
+pub(crate) async fn service_status_of(
+    deployer: &mut DeployerClient<selfheal_telemetry::TracedChannel>,
+    service: &str,
+) -> Result<pb::ServiceStatus, DemoError> {
     deployer
         .status(pb::StatusRequest {
-            service: SERVICE.into(),
+            service: service.into(),
         })
         .await
         .map_err(step_error("deploy"))?
@@ -738,7 +768,7 @@ pub(crate) async fn service_status(
         .next()
         .ok_or_else(|| DemoError::Step {
             step: "deploy",
-            message: format!("the deployer does not run {SERVICE}"),
+            message: format!("the deployer does not run {service}"),
         })
 }
 
@@ -761,9 +791,21 @@ pub(crate) async fn deploy_direct_keyed(
     key: &str,
     fencing_token: u64,
 ) -> Result<String, DemoError> {
+    deploy_service_direct(deployer, SERVICE, repo, commit, key, fencing_token).await
+}
+
+/// [`deploy_direct_keyed`] for any `service` the deployer runs.
+pub(crate) async fn deploy_service_direct(
+    deployer: &mut DeployerClient<selfheal_telemetry::TracedChannel>,
+    service: &str,
+    repo: &Path,
+    commit: &str,
+    key: &str,
+    fencing_token: u64,
+) -> Result<String, DemoError> {
     let mut stream = deployer
         .deploy(pb::DeployRequest {
-            service: SERVICE.into(),
+            service: service.into(),
             source: Some(pb::SourceRef {
                 repository: repo.display().to_string(),
                 commit: commit.to_owned(),
