@@ -15,7 +15,7 @@ use selfheal_telemetry::TracedChannel;
 use tokio_util::sync::CancellationToken;
 
 use super::Judged;
-use crate::demo::{SERVICE, SagaHook, SagaStarted, saga_state};
+use crate::demo::{SERVICE, SagaHook, SagaStarted, is_terminal, saga_state};
 
 /// The scenarios this module runs.
 pub(super) const BUILT: &[&str] = &["flapping_alert", "cascading_failures"];
@@ -33,16 +33,6 @@ pub(super) fn judge(name: &str, work: &Path) -> Option<Judged> {
 fn connect(url: &str) -> Result<TracedChannel, String> {
     selfheal_telemetry::connect_lazy(url, Duration::from_secs(5))
         .map_err(|error| format!("cannot connect to {url}: {error}"))
-}
-
-fn is_terminal(state: i32) -> bool {
-    matches!(
-        pb::SagaState::try_from(state),
-        Ok(pb::SagaState::Resolved
-            | pb::SagaState::RolledBack
-            | pb::SagaState::Escalated
-            | pb::SagaState::Aborted)
-    )
 }
 
 async fn sagas_of(
@@ -397,9 +387,10 @@ async fn cascade(
     })
     .await
     .map_err(|status| format!("RecordTopology: {}", status.message()))?;
-    let discovery = tokio::spawn(follow_chain(
+    let discovery = tokio::spawn(crate::demo::follow_stable_of(
         deployer.clone(),
         detector.clone(),
+        &CHAIN,
         stop.clone(),
     ));
 
@@ -655,102 +646,6 @@ fn names_root(saga: &pb::Saga) -> bool {
     }) || saga.outcome.contains(ROOT)
 }
 
-/// Points the detector at each link's stable process whenever it changes, until `stop`.
-async fn follow_chain(
-    mut deployer: DeployerClient<TracedChannel>,
-    mut detector: DetectorClient<TracedChannel>,
-    stop: CancellationToken,
-) {
-    let mut watched: Vec<String> = vec![String::new(); CHAIN.len()];
-    loop {
-        for (service, address) in CHAIN.iter().zip(watched.iter_mut()) {
-            if let Ok(status) = status_of(&mut deployer, service).await
-                && let Some(stable) = status.stable
-                && stable.address != *address
-            {
-                let target = pb::ScrapeTarget {
-                    service: (*service).into(),
-                    address: stable.address.clone(),
-                    labels: [("version".to_owned(), stable.version.clone())]
-                        .into_iter()
-                        .collect(),
-                    ..Default::default()
-                };
-                if detector
-                    .add_target(pb::AddTargetRequest {
-                        target: Some(target),
-                    })
-                    .await
-                    .is_ok()
-                {
-                    *address = stable.address;
-                }
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
-}
-
-async fn status_of(
-    deployer: &mut DeployerClient<TracedChannel>,
-    service: &str,
-) -> Result<pb::ServiceStatus, String> {
-    deployer
-        .status(pb::StatusRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .map_err(|status| format!("deployer Status of {service}: {}", status.message()))?
-        .into_inner()
-        .services
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("the deployer does not run {service}"))
-}
-
-/// Releases `commit` of `repo` as `service`'s new stable, the way a release pipeline would.
-async fn deploy(
-    deployer: &mut DeployerClient<TracedChannel>,
-    service: &str,
-    repo: &Path,
-    commit: &str,
-) -> Result<String, String> {
-    let mut stream = deployer
-        .deploy(pb::DeployRequest {
-            service: service.to_owned(),
-            source: Some(pb::SourceRef {
-                repository: repo.display().to_string(),
-                commit: commit.to_owned(),
-            }),
-            strategy: pb::RolloutStrategy::Direct.into(),
-            idempotency_key: format!("inject-cascade-{service}-{commit}"),
-            ..Default::default()
-        })
-        .await
-        .map_err(|status| format!("deploying {service}: {}", status.message()))?
-        .into_inner();
-    let mut last = None;
-    while let Some(response) = stream
-        .message()
-        .await
-        .map_err(|status| format!("deploying {service}: {}", status.message()))?
-    {
-        last = response.event;
-    }
-    match last {
-        Some(event) if event.kind == pb::RolloutEventKind::Promoted as i32 => Ok(event.version),
-        Some(event) => Err(format!(
-            "deploying {service} at {} ended with: {}",
-            short(commit),
-            event.message
-        )),
-        None => Err(format!("deploying {service}: the deployer sent no events")),
-    }
-}
-
 fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
     let output = std::process::Command::new("git")
         .arg("-C")
@@ -812,4 +707,27 @@ fn rebase_link_onto(repo: &Path, commit: &str) -> Result<String, String> {
     git(repo, &["checkout", "-q", "-B", "buggy-release", commit])?;
     git(repo, &["cherry-pick", "--allow-empty", "release"])?;
     git(repo, &["rev-parse", "HEAD"])
+}
+
+async fn status_of(
+    deployer: &mut DeployerClient<TracedChannel>,
+    service: &str,
+) -> Result<pb::ServiceStatus, String> {
+    crate::demo::service_status_of(deployer, service)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Releases `commit` of `repo` as `service`'s new stable, the way a release pipeline would;
+/// returns the deployer's version.
+async fn deploy(
+    deployer: &mut DeployerClient<TracedChannel>,
+    service: &str,
+    repo: &Path,
+    commit: &str,
+) -> Result<String, String> {
+    let key = format!("inject-cascade-{service}-{commit}");
+    crate::demo::deploy_service_direct(deployer, service, repo, commit, &key, 0)
+        .await
+        .map_err(|error| format!("{service}: {error}"))
 }
