@@ -52,6 +52,9 @@ pub async fn run(
         audit: channel("audit"),
     };
     let engine = engine::Engine::start(&config, channels, locks, shutdown.child_token());
+    host.registry()
+        .register(Box::new(engine.halt_gauge()))
+        .map_err(selfheal_service::ServeError::Metrics)?;
     host.readiness().set_serving().await;
     let service = OrchestratorServer::new(grpc::OrchestratorApi::new(mesh, engine.clone()));
     let automation = {

@@ -83,6 +83,18 @@ async fn a_broken_chain_halts_automation_and_alerts_until_acknowledged() {
             .await
             .unwrap();
     assert_eq!(automation["halted"], true, "{automation}");
+    let metrics = reqwest::get(format!("http://{}/metrics", h.orchestrator.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("orchestrator_automation_halted") && line.ends_with(" 1")),
+        "{metrics}"
+    );
 
     // Acknowledging an unhalted orchestrator is refused; acknowledging the halt lifts it.
     h.client

@@ -3,7 +3,8 @@
 //! younger than `saga.verify_chain_interval`. A chain that fails verification HALTS automation:
 //! no new saga starts and no unfinished one resumes; incidents are still journaled (as sagas
 //! that end ESCALATED with the halt as their reason), an alert naming the broken record goes to
-//! `escalation.webhook_url`, and `GET /automation` on the HTTP port reports the halt.
+//! `escalation.webhook_url`, `GET /automation` on the HTTP port reports the halt and the gauge
+//! `orchestrator_automation_halted` is 1.
 //!
 //! A person lifts the halt with `Approve` of the id [`HALT_ID`] once they have looked at the
 //! chain; the acknowledgement is journaled, deferred sagas resume, and the same break does not
@@ -71,6 +72,7 @@ pub(crate) struct ChainGuard {
     timeout: Duration,
     state: Mutex<State>,
     verifying: tokio::sync::Mutex<()>,
+    halted: prometheus::IntGauge,
 }
 
 impl std::fmt::Debug for ChainGuard {
@@ -83,13 +85,24 @@ impl std::fmt::Debug for ChainGuard {
 
 impl ChainGuard {
     pub(crate) fn new(channel: TracedChannel, interval: Duration, timeout: Duration) -> Self {
+        let halted = prometheus::IntGauge::new(
+            "orchestrator_automation_halted",
+            "1 while automation is halted because the audit chain failed verification.",
+        )
+        .expect("the gauge's name and help are valid");
         Self {
             client: AuditClient::new(channel),
             interval,
             timeout,
             state: Mutex::new(State::default()),
             verifying: tokio::sync::Mutex::new(()),
+            halted,
         }
+    }
+
+    /// The gauge `orchestrator_automation_halted`, for the service's registry.
+    pub(crate) fn gauge(&self) -> prometheus::IntGauge {
+        self.halted.clone()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -156,6 +169,7 @@ impl ChainGuard {
             }
             state.halt = Some(halt.clone());
         }
+        self.halted.set(1);
         tracing::error!(
             sequence = halt.sequence,
             reason = %halt.reason,
@@ -193,6 +207,7 @@ impl ChainGuard {
         state.last_good = Some(Instant::now());
         let deferred = std::mem::take(&mut state.deferred);
         drop(state);
+        self.halted.set(0);
         Some((halt, deferred))
     }
 }

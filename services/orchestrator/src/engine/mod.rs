@@ -777,6 +777,11 @@ impl Engine {
         Ok(SagaState::Escalated)
     }
 
+    /// The gauge that is 1 while automation is halted.
+    pub(crate) fn halt_gauge(&self) -> prometheus::IntGauge {
+        self.inner.chain.gauge()
+    }
+
     /// The halt of automation, if any, as JSON for `GET /automation`.
     pub(crate) fn automation(&self) -> serde_json::Value {
         match self.inner.chain.halted() {
