@@ -522,7 +522,8 @@ async fn a_rolled_back_saga_posts_the_report_and_pauses_the_service_until_acknow
         .unwrap()
         .into_inner();
     assert_eq!(acknowledged.state(), pb::SagaState::RolledBack);
-    h.fakes.set(|b| b.deploy_outcome = pb::RolloutEventKind::Promoted);
+    h.fakes
+        .set(|b| b.deploy_outcome = pb::RolloutEventKind::Promoted);
     let third = h.report(incident("inc-rb3", "billing")).await;
     h.wait_state(&third.saga_id, pb::SagaState::Resolved).await;
 }
