@@ -281,29 +281,17 @@ struct Link {
 /// The checkout → payment → customer chain of `examples/chain-service`, each link deployed by
 /// the mesh's deployer; the customer link gets the buggy release while load runs on checkout.
 async fn cascading_failures(work: PathBuf) -> Result<(bool, String), String> {
-    for owned in ["deployer", "audit"] {
-        let dir = work.join(owned);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-    }
-    let mut overrides = crate::demo::demo_settings(&work);
-    overrides.extend([
-        // The chain's own gate directory: no other run's artifacts under it.
-        format!("safety_gate.gate.work_dir={}", work.join("gate").display()),
-        // The fault is errors; p99 latency of three links on a loaded machine only adds noise
-        // incidents (and sagas) to the callers.
-        "detector.detection.latency_p99.enabled=false".to_owned(),
-    ]);
-    let mesh = crate::mesh::start(crate::mesh::MeshOptions {
-        host: std::net::Ipv4Addr::LOCALHOST.into(),
-        base_port: 0,
-        config_file: None,
-        overrides,
-        env: &selfheal_service::ProcessEnv,
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let mesh = super::fresh_mesh(
+        &work,
+        vec![
+            // The chain's own gate directory: no other run's artifacts under it.
+            format!("safety_gate.gate.work_dir={}", work.join("gate").display()),
+            // The fault is errors; p99 latency of three links on a loaded machine only adds
+            // noise incidents (and sagas) to the callers.
+            "detector.detection.latency_p99.enabled=false".to_owned(),
+        ],
+    )
+    .await?;
     let stop = CancellationToken::new();
     let result = cascade(&work, &mesh, &stop).await;
     stop.cancel();
