@@ -50,6 +50,10 @@ pub(crate) async fn recover(inner: &Arc<Inner>) {
     let mut resumed = 0;
     for saga_id in order {
         let records = by_saga.remove(&saga_id).unwrap_or_default();
+        if saga_id == super::HALT_ID {
+            // Acknowledgements of halts: a restart verifies the chain afresh.
+            continue;
+        }
         let Some(rebuilt) = rebuild(&saga_id, &records) else {
             tracing::warn!(%saga_id, "journal records of a saga without its incident; skipped");
             continue;
