@@ -204,6 +204,9 @@ pub(crate) fn demo_settings(work: &Path) -> Vec<String> {
         "orchestrator.saga.verify.min_requests=20".to_owned(),
         format!("audit.file.path={}", data("audit")),
         format!("deployer.data_dir={}", data("deployer")),
+        // The gate's worktrees and artifacts are per run: two meshes on one machine must not
+        // share (or clean up) each other's candidates.
+        format!("safety_gate.gate.work_dir={}", data("gate")),
         format!(
             "deployer.build.target_dir={}",
             selfheal_scenario::example_target_dir().display()

@@ -284,8 +284,6 @@ async fn cascading_failures(work: PathBuf) -> Result<(bool, String), String> {
     let mesh = super::fresh_mesh(
         &work,
         vec![
-            // The chain's own gate directory: no other run's artifacts under it.
-            format!("safety_gate.gate.work_dir={}", work.join("gate").display()),
             // The fault is errors; p99 latency of three links on a loaded machine only adds
             // noise incidents (and sagas) to the callers.
             "detector.detection.latency_p99.enabled=false".to_owned(),
