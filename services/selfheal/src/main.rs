@@ -423,20 +423,44 @@ one of: safety_gate_rejection, lock_store_unavailable, graph_store_unavailable, 
     })
 }
 
+/// A table that wraps its cells to fit 140 columns.
+fn wide_table<const N: usize>(header: [&str; N]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_width(140)
+        .set_header(header);
+    table
+}
+
+/// `given`, or a new temporary directory that lives as long as the returned guard.
+fn work_dir_or_temp(
+    given: Option<PathBuf>,
+    prefix: &str,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), ExitCode> {
+    if let Some(dir) = given {
+        return Ok((dir, None));
+    }
+    match tempfile::Builder::new().prefix(prefix).tempdir() {
+        Ok(temp) => Ok((temp.path().to_path_buf(), Some(temp))),
+        Err(error) => {
+            eprintln!("selfheal inject: cannot create a work directory: {error}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 async fn chaos(
     duration: Duration,
     seed: Option<u64>,
     json: bool,
     work_dir: Option<PathBuf>,
 ) -> ExitCode {
-    let temp = match tempfile::Builder::new().prefix("selfheal-chaos-").tempdir() {
-        Ok(temp) => temp,
-        Err(error) => {
-            eprintln!("selfheal inject: cannot create a work directory: {error}");
-            return ExitCode::FAILURE;
-        }
+    let (work, _temp) = match work_dir_or_temp(work_dir, "selfheal-chaos-") {
+        Ok(dir) => dir,
+        Err(code) => return code,
     };
-    let work = work_dir.unwrap_or_else(|| temp.path().to_path_buf());
     let seed = seed.unwrap_or_else(|| fastrand::u64(..));
     if !json {
         eprintln!(
@@ -461,12 +485,7 @@ async fn chaos(
             return ExitCode::FAILURE;
         }
     } else {
-        let mut faults = Table::new();
-        faults
-            .load_preset(UTF8_FULL_CONDENSED)
-            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-            .set_width(140)
-            .set_header(["at", "fault", "what happened"]);
+        let mut faults = wide_table(["at", "fault", "what happened"]);
         for fault in &report.faults {
             faults.add_row([
                 format!("{:.1} s", fault.at_seconds),
@@ -491,12 +510,7 @@ async fn chaos(
             },
             report.acknowledged
         );
-        let mut invariants = Table::new();
-        invariants
-            .load_preset(UTF8_FULL_CONDENSED)
-            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-            .set_width(140)
-            .set_header(["invariant", "held", "detail"]);
+        let mut invariants = wide_table(["invariant", "held", "detail"]);
         for invariant in &report.invariants {
             invariants.add_row([
                 invariant.name.clone(),
@@ -538,17 +552,10 @@ async fn inject(
         println!("{table}");
         return ExitCode::SUCCESS;
     }
-    let temp = match tempfile::Builder::new()
-        .prefix("selfheal-inject-")
-        .tempdir()
-    {
-        Ok(temp) => temp,
-        Err(error) => {
-            eprintln!("selfheal inject: cannot create a work directory: {error}");
-            return ExitCode::FAILURE;
-        }
+    let (work, _temp) = match work_dir_or_temp(work_dir, "selfheal-inject-") {
+        Ok(dir) => dir,
+        Err(code) => return code,
     };
-    let work = work_dir.unwrap_or_else(|| temp.path().to_path_buf());
     let names: Vec<String> = match scenario {
         Some(name) => vec![name],
         None if all => MATRIX.iter().map(|s| s.name.to_owned()).collect(),
@@ -577,12 +584,7 @@ async fn inject(
             return ExitCode::FAILURE;
         }
     } else {
-        let mut table = Table::new();
-        table
-            .load_preset(UTF8_FULL_CONDENSED)
-            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-            .set_width(140)
-            .set_header(["scenario", "expected", "observed", "result", "time"]);
+        let mut table = wide_table(["scenario", "expected", "observed", "result", "time"]);
         for o in &outcomes {
             table.add_row([
                 o.scenario.clone(),
