@@ -54,19 +54,7 @@ async fn deployer_client(url: &str) -> Result<DeployerClient<TracedChannel>, Str
 
 /// A release that keeps memory on every payment, shipped as a canary over the good commit.
 async fn memory_leak(work: PathBuf) -> Result<(bool, String), String> {
-    let data = work.join("deployer");
-    if data.exists() {
-        std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-    }
-    let mesh = crate::mesh::start(crate::mesh::MeshOptions {
-        host: std::net::Ipv4Addr::LOCALHOST.into(),
-        base_port: 0,
-        config_file: None,
-        overrides: crate::demo::demo_settings(&work),
-        env: &selfheal_service::ProcessEnv,
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let mesh = super::fresh_mesh(&work, Vec::new()).await?;
     let url = mesh
         .endpoint("deployer")
         .map(crate::mesh::Endpoint::grpc_url)
@@ -317,7 +305,18 @@ async fn canary_failure(work: PathBuf) -> Result<(bool, String), String> {
             if routed_to_stable {
                 format!("all traffic back on {}", seen.stable_before)
             } else {
-                "traffic NOT back on stable".to_owned()
+                format!(
+                    "traffic NOT back on stable {} ({})",
+                    seen.stable_before,
+                    seen.after.as_ref().map_or_else(
+                        || "no status seen after the rollback".to_owned(),
+                        |s| format!(
+                            "stable {:?}, canary {:?}",
+                            s.stable.as_ref().map(|v| (&v.version, v.weight)),
+                            s.canary.as_ref().map(|v| (&v.version, v.weight))
+                        )
+                    )
+                )
             },
             s.status,
             if stable_restored {
@@ -357,10 +356,12 @@ async fn kill_the_canary(
     rustix::process::kill_process(pid, rustix::process::Signal::KILL)
         .map_err(|e| format!("kill -KILL {}: {e}", canary.pid))?;
     lock(seen).killed = Some((canary.version.clone(), canary.pid, canary.weight));
+    // The deployer rolls back within milliseconds, and the saga may end (and the demo stop the
+    // mesh) a few milliseconds later: read the routes without pausing between calls.
     let after = wait_for_status(
         &mut deployer,
         stop,
-        Duration::from_millis(20),
+        Duration::from_millis(1),
         limit,
         |status| status.canary.is_none(),
     )
