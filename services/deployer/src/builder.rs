@@ -36,6 +36,8 @@ pub(crate) struct BuiltVersion {
     pub(crate) commit: String,
     /// The repository the version was built from.
     pub(crate) repository: PathBuf,
+    /// The diff applied on top of the commit, if any.
+    pub(crate) patch: Option<String>,
     pub(crate) manifest: Manifest,
     /// The deployer's own copy of the artifact, which no later build overwrites.
     pub(crate) artifact: PathBuf,
@@ -222,6 +224,7 @@ impl LocalBuilder {
             version: spec.version.clone(),
             commit: spec.commit.clone(),
             repository: spec.source.repository.clone(),
+            patch: spec.patch.clone(),
             manifest,
             artifact: entry.join("bin").join(file_name),
             cached: false,
@@ -254,6 +257,7 @@ impl LocalBuilder {
             version: spec.version.clone(),
             commit: spec.commit.clone(),
             repository: spec.source.repository.clone(),
+            patch: spec.patch.clone(),
             manifest,
             artifact,
             cached: true,

@@ -1,6 +1,11 @@
 //! The deployer's domain: which versions of which services run, where traffic goes, and the
 //! rollouts that change both. Rollouts run in tasks the deployer owns (not in RPC futures), so a
 //! caller that disconnects does not stop a half-done canary; their events go to a [`RolloutLog`].
+//!
+//! Each service's record (`state`) is written before a change is reported: a started
+//! deployer first stops the processes a crashed predecessor left, then puts every recorded
+//! stable back behind its public address and closes the rollout the crash interrupted as rolled
+//! back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,9 +29,14 @@ use crate::model::{
     RollbackOutcome, RollbackRequest, RolloutEvent, RolloutEventKind, ServiceStatus, Strategy,
     VerifyOutcome, VerifyRequest, VersionStatus,
 };
-use crate::process::{HttpClient, LogBuffer, Process, Supervision, http_client, pick_port};
+use crate::process::{
+    HttpClient, LogBuffer, Process, Supervision, http_client, pick_port, stop_orphans,
+};
 use crate::rollout_log::RolloutLog;
 use crate::router::{RouterMetrics, Routes, ServiceRouter, Upstream};
+use crate::state::{
+    OutcomeKind, OutcomeRecord, RolloutRecord, ServiceRecord, StateStore, VersionRecord,
+};
 
 /// Inconclusive windows (too little traffic) tolerated per step before one counts as a failure.
 const MAX_INCONCLUSIVE_WINDOWS: u32 = 3;
@@ -67,6 +77,8 @@ struct ServiceState {
     logs: Arc<LogBuffer>,
     slots: tokio::sync::Mutex<Slots>,
     active: Mutex<Option<ActiveRollout>>,
+    /// What a restart must know, as last written to the state store.
+    record: tokio::sync::Mutex<ServiceRecord>,
 }
 
 /// Runs versions of services behind their routers.
@@ -74,6 +86,9 @@ pub(crate) struct Deployer {
     config: Config,
     builder: Arc<dyn VersionBuilder>,
     fencing: FencingStore,
+    state: StateStore,
+    /// Marks this data directory's processes (see `process::stop_orphans`).
+    owner: String,
     metrics: RouterMetrics,
     client: HttpClient,
     services: tokio::sync::Mutex<BTreeMap<String, Arc<ServiceState>>>,
@@ -116,10 +131,14 @@ impl Deployer {
             config.build.log_tail_lines,
         );
         let fencing = FencingStore::open(config.data_dir.join("fencing.json")).await?;
-        Ok(Arc::new(Self {
+        let state = StateStore::open(&config.data_dir).await?;
+        let owner = crate::state::owner_id(&config.data_dir).await?;
+        let deployer = Arc::new(Self {
             metrics: RouterMetrics::register(registry)?,
             builder: Arc::new(builder),
             fencing,
+            state,
+            owner,
             client: http_client(),
             services: tokio::sync::Mutex::new(BTreeMap::new()),
             deploys: Mutex::new(HashMap::new()),
@@ -129,7 +148,136 @@ impl Deployer {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             config,
-        }))
+        });
+        deployer.recover().await?;
+        Ok(deployer)
+    }
+
+    /// After a crash: stops the processes the last run left, restores every recorded service
+    /// (router on its address, stable restarted) and closes the rollout that was in flight.
+    async fn recover(self: &Arc<Self>) -> Result<(), Error> {
+        let (records, unreadable) = self.state.load_all().await?;
+        for problem in unreadable {
+            tracing::error!(%problem, "a service record cannot be read; the service is not restored");
+        }
+        let orphans = stop_orphans(self.owner.clone()).await;
+        if !orphans.is_empty() {
+            tracing::warn!(
+                ?orphans,
+                "stopped version processes a previous run left behind"
+            );
+        }
+        for record in records {
+            let service = record.service.clone();
+            match self.restore(record).await {
+                Ok(stable) => tracing::info!(%service, %stable, "service restored"),
+                Err(error) => tracing::error!(%service, %error, "service not restored"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores one recorded service; returns its stable version (empty when it had none).
+    async fn restore(self: &Arc<Self>, mut record: ServiceRecord) -> Result<String, Error> {
+        let versions = record
+            .stable
+            .iter()
+            .chain(&record.previous)
+            .map(|v| v.version.as_str())
+            .chain(record.rollout.iter().map(|r| r.version.as_str()))
+            .chain(record.outcomes.iter().map(|o| o.version.as_str()));
+        if let Some(highest) = versions.filter_map(version_sequence).max() {
+            self.sequence.fetch_max(highest + 1, Ordering::SeqCst);
+        }
+        let addr = record
+            .public_address
+            .parse()
+            .unwrap_or_else(|_| self.public_addr_of(&record.service));
+        let state = self.service_at(&record.service, addr).await?;
+        let stable_version = record
+            .stable
+            .as_ref()
+            .map(|s| s.version.clone())
+            .unwrap_or_default();
+        if let Some(interrupted) = record.rollout.take() {
+            let message = format!(
+                "the deployer restarted during the rollout of {}: it was stopped and all traffic is on {}",
+                interrupted.version,
+                if stable_version.is_empty() {
+                    "no version"
+                } else {
+                    stable_version.as_str()
+                }
+            );
+            tracing::warn!(service = %record.service, %message, "interrupted rollout rolled back");
+            record.finish(interrupted.idempotency_key.map(|key| OutcomeRecord {
+                idempotency_key: key,
+                version: interrupted.version,
+                kind: OutcomeKind::RolledBack,
+                canary_weight: 0,
+                message: message.clone(),
+                reasoning: message,
+                at: SystemTime::now(),
+            }));
+        }
+        {
+            let mut deploys = lock(&self.deploys);
+            for outcome in &record.outcomes {
+                deploys
+                    .entry(outcome.idempotency_key.clone())
+                    .or_insert_with(|| replayed(outcome));
+            }
+        }
+        record.public_address = state.router.public_addr.to_string();
+        let (stable, previous) = (record.stable.clone(), record.previous.clone());
+        self.remember(&state, |r| *r = record).await?;
+        if let Some(stable) = &stable {
+            let built = self.builder.build(&spec_of(stable)).await?;
+            let mut running = self
+                .start_version(&state, built, None, &CancellationToken::new())
+                .await?;
+            running.started_at = stable.started_at.unwrap_or(running.started_at);
+            state.router.set_routes(Routes {
+                stable: Some(Arc::clone(&running.upstream)),
+                canary: None,
+                canary_weight: 0,
+            });
+            state.slots.lock().await.stable = Some(running);
+        }
+        if let Some(previous) = &previous {
+            match self.builder.build(&spec_of(previous)).await {
+                Ok(built) => {
+                    let mut slots = state.slots.lock().await;
+                    slots.previous = Some(built);
+                    slots.previous_started_at = previous.started_at;
+                }
+                Err(error) => {
+                    tracing::warn!(version = %previous.version, %error, "the previous stable cannot be restored; Rollback will have nothing to return to");
+                }
+            }
+        }
+        Ok(stable_version)
+    }
+
+    /// Changes `state`'s record and writes it before returning.
+    async fn remember(
+        &self,
+        state: &ServiceState,
+        change: impl FnOnce(&mut ServiceRecord),
+    ) -> Result<(), Error> {
+        let mut record = state.record.lock().await;
+        let mut next = record.clone();
+        change(&mut next);
+        self.state.write(&next).await?;
+        *record = next;
+        Ok(())
+    }
+
+    /// [`Deployer::remember`] for a change that already happened: a failed write is logged.
+    async fn remember_or_log(&self, state: &ServiceState, change: impl FnOnce(&mut ServiceRecord)) {
+        if let Err(error) = self.remember(state, change).await {
+            tracing::error!(service = %state.name, %error, "cannot record the service's state; a restart may not restore it");
+        }
     }
 
     /// The plan defaults for fields a request leaves unset.
@@ -197,15 +345,24 @@ impl Deployer {
                 log: Arc::clone(&log),
             });
         }
-        if let Some(key) = &request.idempotency_key {
-            lock(&self.deploys).insert(key.clone(), Arc::clone(&log));
-        }
-
         let version = version_name(
             self.sequence.fetch_add(1, Ordering::SeqCst),
             &commit,
             request.patch.as_deref(),
         );
+        let in_flight = RolloutRecord {
+            version: version.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+        };
+        if let Err(error) = self.remember(&state, |r| r.rollout = Some(in_flight)).await {
+            log.finish(Ok(()));
+            lock(&state.active).take();
+            return Err(error);
+        }
+        if let Some(key) = &request.idempotency_key {
+            lock(&self.deploys).insert(key.clone(), Arc::clone(&log));
+        }
+
         let deployer = Arc::clone(self);
         let task_log = Arc::clone(&log);
         self.tracker.spawn(async move {
@@ -215,6 +372,7 @@ impl Deployer {
                 log: &task_log,
                 cancel: &cancel,
                 reason: &reason,
+                key: request.idempotency_key.as_deref(),
             };
             let result = match rollout.run(&request, commit, version.clone()).await {
                 Err(Error::RolloutCancelled { reason }) => {
@@ -226,15 +384,19 @@ impl Deployer {
                         confidence: 1.0,
                         ..decision
                     };
-                    task_log.push(
-                        RolloutEvent::new(RolloutEventKind::RolledBack, &version, 0, reason)
-                            .with_decision(decision),
-                    );
+                    rollout
+                        .finish(
+                            RolloutEvent::new(RolloutEventKind::RolledBack, &version, 0, reason)
+                                .with_decision(decision),
+                        )
+                        .await;
                     Ok(())
                 }
                 other => other,
             };
             if let Err(error) = &result {
+                // Nothing moved: a repeated key may try again after a restart.
+                deployer.remember_or_log(&state, |r| r.finish(None)).await;
                 task_log.push(RolloutEvent::new(
                     RolloutEventKind::Failed,
                     &version,
@@ -312,6 +474,12 @@ impl Deployer {
         let running = self
             .start_version(state, previous, None, &CancellationToken::new())
             .await?;
+        let restored = version_record(&running.built, Some(running.started_at));
+        self.remember_or_log(state, |r| {
+            r.stable = Some(restored);
+            r.previous = None;
+        })
+        .await;
         let old = {
             let mut slots = state.slots.lock().await;
             state.router.set_routes(Routes {
@@ -500,13 +668,38 @@ impl Deployer {
             .ok_or_else(|| Error::UnknownService(service.to_owned()))
     }
 
+    /// The configured public address of `service` (port 0: any free port).
+    fn public_addr_of(&self, service: &str) -> SocketAddr {
+        let port = self.config.router.ports.get(service).copied().unwrap_or(0);
+        SocketAddr::new(self.config.router.bind_host, port)
+    }
+
     async fn service_or_create(&self, service: &str) -> Result<Arc<ServiceState>, Error> {
+        if let Some(state) = self.services.lock().await.get(service) {
+            return Ok(Arc::clone(state));
+        }
+        let state = self
+            .service_at(service, self.public_addr_of(service))
+            .await?;
+        let public_address = state.router.public_addr.to_string();
+        self.remember(&state, |r| {
+            r.service = service.to_owned();
+            r.public_address = public_address;
+        })
+        .await?;
+        Ok(state)
+    }
+
+    /// The state of `service`, its router bound at `addr` when it is new.
+    async fn service_at(
+        &self,
+        service: &str,
+        addr: SocketAddr,
+    ) -> Result<Arc<ServiceState>, Error> {
         let mut services = self.services.lock().await;
         if let Some(state) = services.get(service) {
             return Ok(Arc::clone(state));
         }
-        let port = self.config.router.ports.get(service).copied().unwrap_or(0);
-        let addr = SocketAddr::new(self.config.router.bind_host, port);
         let router = ServiceRouter::bind(
             service,
             addr,
@@ -517,12 +710,18 @@ impl Deployer {
         )
         .await?;
         tracing::info!(%service, addr = %router.public_addr, "router listening");
+        let record = ServiceRecord {
+            service: service.to_owned(),
+            public_address: router.public_addr.to_string(),
+            ..ServiceRecord::default()
+        };
         let state = Arc::new(ServiceState {
             name: service.to_owned(),
             router,
             logs: Arc::new(LogBuffer::new(self.config.processes.log_lines)),
             slots: tokio::sync::Mutex::new(Slots::default()),
             active: Mutex::new(None),
+            record: tokio::sync::Mutex::new(record),
         });
         services.insert(service.to_owned(), Arc::clone(&state));
         Ok(state)
@@ -549,6 +748,7 @@ impl Deployer {
             tracker: self.tracker.clone(),
             shutdown: self.shutdown.clone(),
             max_backoff: self.config.processes.max_restart_backoff,
+            owner: self.owner.clone(),
         };
         let process = match Process::start(&built, port, supervision).await {
             Ok(process) => process,
@@ -620,6 +820,8 @@ struct Rollout<'a> {
     log: &'a RolloutLog,
     cancel: &'a CancellationToken,
     reason: &'a Arc<Mutex<Option<String>>>,
+    /// The Deploy's idempotency key, under which the outcome is remembered.
+    key: Option<&'a str>,
 }
 
 /// Why a canary step ended early.
@@ -629,6 +831,37 @@ enum Interrupt {
 }
 
 impl Rollout<'_> {
+    /// The outcome of `event` (PROMOTED or ROLLED_BACK) under the rollout's key.
+    fn outcome(&self, event: &RolloutEvent) -> Option<OutcomeRecord> {
+        let kind = match event.kind {
+            RolloutEventKind::Promoted => OutcomeKind::Promoted,
+            RolloutEventKind::RolledBack => OutcomeKind::RolledBack,
+            _ => return None,
+        };
+        Some(OutcomeRecord {
+            idempotency_key: self.key?.to_owned(),
+            version: event.version.clone(),
+            kind,
+            canary_weight: event.canary_weight,
+            message: event.message.clone(),
+            reasoning: event
+                .decision
+                .as_ref()
+                .map(|d| d.reasoning.clone())
+                .unwrap_or_default(),
+            at: event.at,
+        })
+    }
+
+    /// Records the rollout's last event as its outcome, then publishes it.
+    async fn finish(&self, event: RolloutEvent) {
+        let outcome = self.outcome(&event);
+        self.deployer
+            .remember_or_log(self.state, |r| r.finish(outcome))
+            .await;
+        self.log.push(event);
+    }
+
     fn cancelled(&self) -> Error {
         Error::RolloutCancelled {
             reason: lock(self.reason)
@@ -897,6 +1130,7 @@ impl Rollout<'_> {
         factors: Vec<DecisionFactor>,
     ) {
         let version = new.built.version.clone();
+        let stable_record = version_record(&new.built, Some(new.started_at));
         let old = {
             let mut slots = self.state.slots.lock().await;
             self.state.router.set_routes(Routes {
@@ -925,15 +1159,27 @@ impl Rollout<'_> {
         decision.outcome = format!("{version} is stable");
         decision.reasoning = reasoning;
         decision.confidence = confidence;
-        self.log.push(
-            RolloutEvent::new(
-                RolloutEventKind::Promoted,
-                &version,
-                100,
-                decision.outcome.clone(),
-            )
-            .with_decision(decision),
-        );
+        let event = RolloutEvent::new(
+            RolloutEventKind::Promoted,
+            &version,
+            100,
+            decision.outcome.clone(),
+        )
+        .with_decision(decision);
+        let outcome = self.outcome(&event);
+        let previous_record = old
+            .as_ref()
+            .map(|o| version_record(&o.built, Some(o.started_at)));
+        self.deployer
+            .remember_or_log(self.state, |r| {
+                r.stable = Some(stable_record);
+                if previous_record.is_some() {
+                    r.previous = previous_record;
+                }
+                r.finish(outcome);
+            })
+            .await;
+        self.log.push(event);
         if let Some(old) = old {
             self.deployer.retire(old).await;
         }
@@ -950,7 +1196,7 @@ impl Rollout<'_> {
             });
             slots.canary = None;
         }
-        self.log.push(
+        self.finish(
             RolloutEvent::new(
                 RolloutEventKind::RolledBack,
                 &canary.built.version,
@@ -958,7 +1204,8 @@ impl Rollout<'_> {
                 format!("{}: {}", decision.outcome, decision.reasoning),
             )
             .with_decision(decision),
-        );
+        )
+        .await;
         self.deployer.retire(canary).await;
     }
 }
@@ -991,6 +1238,60 @@ fn plan_as_defaults(plan: &CanaryPlan) -> CanaryDefaults {
     }
 }
 
+/// What a restart needs to run `built` again.
+fn version_record(built: &BuiltVersion, started_at: Option<SystemTime>) -> VersionRecord {
+    VersionRecord {
+        version: built.version.clone(),
+        repository: built.repository.clone(),
+        commit: built.commit.clone(),
+        patch: built.patch.clone(),
+        started_at,
+    }
+}
+
+/// The build of a recorded version (a kept build when there is one).
+fn spec_of(record: &VersionRecord) -> BuildSpec {
+    BuildSpec {
+        version: record.version.clone(),
+        source: crate::model::SourceRef {
+            repository: record.repository.clone(),
+            commit: record.commit.clone(),
+        },
+        commit: record.commit.clone(),
+        patch: record.patch.clone(),
+    }
+}
+
+/// The finished log a repeated Deploy of a remembered rollout replays: its last event.
+fn replayed(outcome: &OutcomeRecord) -> Arc<RolloutLog> {
+    let (kind, decision_kind) = match outcome.kind {
+        OutcomeKind::Promoted => (RolloutEventKind::Promoted, DecisionKind::Promotion),
+        OutcomeKind::RolledBack => (RolloutEventKind::RolledBack, DecisionKind::Rollback),
+    };
+    let mut decision = Decision::new(decision_kind, format!("rollout of {}", outcome.version));
+    decision.outcome = outcome.message.clone();
+    decision.reasoning = outcome.reasoning.clone();
+    decision.confidence = 1.0;
+    decision.decided_at = outcome.at;
+    let mut event = RolloutEvent::new(
+        kind,
+        &outcome.version,
+        outcome.canary_weight,
+        outcome.message.clone(),
+    )
+    .with_decision(decision);
+    event.at = outcome.at;
+    let log = Arc::new(RolloutLog::default());
+    log.push(event);
+    log.finish(Ok(()));
+    log
+}
+
+/// The sequence number of a version name `r<n>-…`.
+fn version_sequence(version: &str) -> Option<u64> {
+    version.strip_prefix('r')?.split('-').next()?.parse().ok()
+}
+
 /// `r<sequence>-<commit prefix>[-p<patch digest>]`: unique per deploy, readable in metrics.
 fn version_name(sequence: u64, commit: &str, patch: Option<&str>) -> String {
     let short = &commit[..commit.len().min(10)];
@@ -1013,5 +1314,7 @@ mod tests {
         let patched = version_name(4, "0123456789abcdef", Some("diff"));
         assert!(patched.starts_with("r4-0123456789-p"), "{patched}");
         assert_eq!(patched.len(), "r4-0123456789-p".len() + 8);
+        assert_eq!(version_sequence(&patched), Some(4));
+        assert_eq!(version_sequence("x4-0123"), None);
     }
 }

@@ -5,8 +5,8 @@
 //! Module map: [`config`] (settings), `manifest` (the target's `selfheal.toml`), `builder`
 //! (git worktree + build), `process` (supervised children and their logs), `router` (weighted
 //! HTTP proxy and its counters), `analysis` (canary statistics), `memory` (resident memory of
-//! version processes, from `/proc`), `fencing` (durable token high-water marks), `deployer`
-//! (rollouts), `grpc` (the protobuf edge).
+//! version processes, from `/proc`), `fencing` (durable token high-water marks), `state` (what a
+//! restart restores), `deployer` (rollouts), `grpc` (the protobuf edge).
 
 mod analysis;
 mod builder;
@@ -21,6 +21,7 @@ mod model;
 mod process;
 mod rollout_log;
 mod router;
+mod state;
 
 pub use config::{Config, DEFAULT_GRPC_PORT};
 pub use error::Error;

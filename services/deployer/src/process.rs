@@ -3,7 +3,9 @@
 //! its health path probed until it answers 200.
 //!
 //! Each process is owned by one supervisor task on the deployer's tracker; stopping is cancelling
-//! that task's token, and the child is killed before the task ends.
+//! that task's token, and the child is killed before the task ends. Every process carries its
+//! deployer's owner id in its environment, so one that outlived a crashed deployer is found and
+//! stopped by the next start ([`stop_orphans`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -157,6 +159,55 @@ pub(crate) struct Supervision {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) max_backoff: Duration,
+    /// The data directory's owner id, given to every process in [`OWNER_ENV`].
+    pub(crate) owner: String,
+}
+
+/// The environment variable that marks a version process with its deployer's owner id.
+pub(crate) const OWNER_ENV: &str = "SELFHEAL_DEPLOYER_OWNER";
+
+/// Kills every process of this machine whose environment carries `owner` in [`OWNER_ENV`]:
+/// versions a crashed deployer of the same data directory left running. Returns their pids.
+/// Only `/proc` is read; elsewhere nothing is found.
+pub(crate) async fn stop_orphans(owner: String) -> Vec<u32> {
+    tokio::task::spawn_blocking(move || {
+        let marker = format!("{OWNER_ENV}={owner}");
+        let own = std::process::id();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut killed = Vec::new();
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == own {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let marked = environ
+                .split(|b| *b == 0)
+                .any(|variable| variable == marker.as_bytes());
+            let target = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            if marked
+                && let Some(target) = target
+                && rustix::process::kill_process(target, rustix::process::Signal::KILL).is_ok()
+            {
+                killed.push(pid);
+            }
+        }
+        killed
+    })
+    .await
+    .unwrap_or_default()
 }
 
 impl Process {
@@ -183,6 +234,7 @@ impl Process {
             let argv = argv.clone();
             let port_env = built.manifest.port_env.clone();
             let version = built.version.clone();
+            let owner = sup.owner.clone();
             move || -> Result<tokio::process::Child, Error> {
                 let (program, args) = argv.split_first().ok_or_else(|| Error::Spawn {
                     version: version.clone(),
@@ -192,6 +244,7 @@ impl Process {
                     .args(args)
                     .current_dir(&workdir)
                     .env(&port_env, port.to_string())
+                    .env(OWNER_ENV, &owner)
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -403,6 +456,29 @@ mod tests {
         let (a, _) = logs.snapshot(Some("a"), 1);
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].text, "line 4");
+    }
+
+    #[tokio::test]
+    async fn orphans_of_this_owner_are_killed_and_others_are_not() {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let spawn = |owner: &str| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env(OWNER_ENV, owner)
+                .spawn()
+                .expect("sleep starts")
+        };
+        let (mut mine, mut other) = (spawn(&owner), spawn("someone-else"));
+        let killed = stop_orphans(owner).await;
+        assert_eq!(killed, [mine.id()]);
+        let status = mine.wait().unwrap();
+        assert!(!status.success(), "{status}");
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "another owner's process runs on"
+        );
+        other.kill().unwrap();
+        let _ = other.wait();
     }
 
     #[test]

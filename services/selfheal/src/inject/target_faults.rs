@@ -11,6 +11,12 @@
 //!   second fault under the demo's bug: payments above 5,000 EUR panic, and the demo's load never
 //!   pays that much, so the fix passes its canary. Once it is promoted a new client starts paying
 //!   large invoices; the errors persist at 100%, verification fails and the saga rolls back.
+//! - `deployer_crash_during_canary`: the deployer runs as its own process (`selfheal serve
+//!   deployer`, with rca and the orchestrator beside it so they talk to it; the rest of the mesh
+//!   in this process). Mid-canary it is killed with SIGKILL and started again on its data
+//!   directory: it must stop the versions the crash orphaned, put the stable back behind the same
+//!   public address, and answer the saga's retried Deploy as rolled back, so the saga records the
+//!   deployer's rollback as the deploy's compensation.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,7 +31,12 @@ use super::Judged;
 use crate::demo::{DemoOptions, DemoSummary, SagaHook, SagaStarted, TimelineEntry};
 
 /// The scenarios this module runs.
-pub(super) const BUILT: &[&str] = &["memory_leak", "canary_failure", "verification_failure"];
+pub(super) const BUILT: &[&str] = &[
+    "memory_leak",
+    "canary_failure",
+    "verification_failure",
+    "deployer_crash_during_canary",
+];
 
 /// The injection and judgement of `name`, when this module owns it.
 pub(super) fn judge(name: &str, work: &Path) -> Option<Judged> {
@@ -34,6 +45,7 @@ pub(super) fn judge(name: &str, work: &Path) -> Option<Judged> {
         "memory_leak" => Some(Box::pin(memory_leak(work))),
         "canary_failure" => Some(Box::pin(canary_failure(work))),
         "verification_failure" => Some(Box::pin(verification_failure(work))),
+        "deployer_crash_during_canary" => Some(Box::pin(deployer_crash(work))),
         _ => None,
     }
 }
@@ -542,4 +554,381 @@ async fn invoices_after_promotion(
     }
     in_flight.abort_all();
     Ok(())
+}
+
+// ---- deployer_crash_during_canary --------------------------------------------------------------
+
+/// One service of the mesh as its own process (`selfheal serve SERVICE`).
+struct Served {
+    child: tokio::process::Child,
+}
+
+impl Served {
+    fn spawn(service: &str, settings: &[String], log: &Path) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find selfheal: {e}"))?;
+        let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(exe)
+            .args(["serve", service])
+            .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start selfheal serve {service}: {e}"))?;
+        Ok(Self { child })
+    }
+
+    /// SIGKILL: nothing is cleaned up, nothing is finished.
+    async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, so a deployer stops its versions; SIGKILL after 30 s.
+    async fn stop(mut self) {
+        let pid = self
+            .child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.kill().await;
+        }
+    }
+}
+
+fn free_address() -> Result<String, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `pid` is gone (or a zombie waiting to be reaped).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
+/// The deployer, rca and orchestrator processes of the scenario.
+#[derive(Default)]
+struct Processes {
+    deployer: Option<Served>,
+    others: Vec<Served>,
+}
+
+/// The deployer crashes while the saga's canary runs, and starts again.
+async fn deployer_crash(work: PathBuf) -> Result<(bool, String), String> {
+    for dir in ["repo", "deployer-process"] {
+        let dir = work.join(dir);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    let mesh = super::fresh_mesh(&work, Vec::new()).await?;
+    let stop = CancellationToken::new();
+    let mut processes = Processes::default();
+    let result = crash_the_deployer(&work, &mesh, &stop, &mut processes).await;
+    stop.cancel();
+    while let Some(process) = processes.others.pop() {
+        process.stop().await;
+    }
+    // Last, and gently: the deployer stops the versions it runs.
+    if let Some(deployer) = processes.deployer.take() {
+        deployer.stop().await;
+    }
+    let _ = mesh.stop().await;
+    result
+}
+
+#[allow(clippy::too_many_lines)]
+async fn crash_the_deployer(
+    work: &Path,
+    mesh: &crate::mesh::RunningMesh,
+    stop: &CancellationToken,
+    processes: &mut Processes,
+) -> Result<(bool, String), String> {
+    let mesh_url = |service: &str| {
+        mesh.endpoint(service)
+            .map(crate::mesh::Endpoint::grpc_url)
+            .unwrap_or_default()
+    };
+    let demo = |prefix: &str| -> Vec<String> {
+        crate::demo::demo_settings(work)
+            .into_iter()
+            .filter(|s| s.starts_with(prefix))
+            .collect()
+    };
+    let (deployer_addr, rca_addr, orchestrator_addr) =
+        (free_address()?, free_address()?, free_address()?);
+    let mut deployer_settings = demo("deployer.");
+    deployer_settings.extend([
+        format!("deployer.server.grpc_addr={deployer_addr}"),
+        "deployer.server.http_addr=127.0.0.1:0".to_owned(),
+        format!(
+            "deployer.data_dir={}",
+            work.join("deployer-process").display()
+        ),
+    ]);
+    let mut rca_settings = demo("rca.");
+    rca_settings.extend([
+        format!("rca.server.grpc_addr={rca_addr}"),
+        "rca.server.http_addr=127.0.0.1:0".to_owned(),
+        format!("rca.sources.deployer=http://{deployer_addr}"),
+        format!("rca.sources.detector={}", mesh_url("detector")),
+    ]);
+    let mut orchestrator_settings = demo("orchestrator.");
+    orchestrator_settings.extend([
+        format!("orchestrator.server.grpc_addr={orchestrator_addr}"),
+        "orchestrator.server.http_addr=127.0.0.1:0".to_owned(),
+        format!("orchestrator.peers.detector={}", mesh_url("detector")),
+        format!("orchestrator.peers.rca=http://{rca_addr}"),
+        format!("orchestrator.peers.patcher={}", mesh_url("patcher")),
+        format!("orchestrator.peers.safety_gate={}", mesh_url("safety-gate")),
+        format!("orchestrator.peers.deployer=http://{deployer_addr}"),
+        format!("orchestrator.peers.audit={}", mesh_url("audit")),
+    ]);
+    processes.deployer = Some(Served::spawn(
+        "deployer",
+        &deployer_settings,
+        &work.join("deployer-1.log"),
+    )?);
+    processes
+        .others
+        .push(Served::spawn("rca", &rca_settings, &work.join("rca.log"))?);
+    processes.others.push(Served::spawn(
+        "orchestrator",
+        &orchestrator_settings,
+        &work.join("orchestrator.log"),
+    )?);
+    let deployer_url = format!("http://{deployer_addr}");
+    let mut deployer = deployer_client(&deployer_url).await?;
+    let mut orchestrator = selfheal_proto::v1::orchestrator_client::OrchestratorClient::new(
+        selfheal_telemetry::connect_lazy(
+            &format!("http://{orchestrator_addr}"),
+            Duration::from_secs(5),
+        )
+        .map_err(|e| e.to_string())?,
+    );
+
+    // The failing service: the good commit, then the buggy one, under steady load.
+    let repo = work.join("repo");
+    let example = selfheal_scenario::examples_dir().join(crate::demo::SERVICE);
+    let scenario = tokio::task::spawn_blocking(move || selfheal_scenario::build(&example, &repo))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let until = Instant::now() + Duration::from_secs(30);
+    while deployer.status(pb::StatusRequest::default()).await.is_err() {
+        if Instant::now() > until {
+            return Err("the deployer process never answered".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for commit in [&scenario.good_commit, &scenario.bad_commit] {
+        crate::demo::deploy_direct(&mut deployer, &scenario.repo, commit)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let before = crate::demo::service_status(&mut deployer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let probe = crate::load::LoadProbe::new();
+    let load = {
+        let (stop, probe) = (stop.clone(), probe.clone());
+        let plan = crate::load::LoadPlan {
+            target: format!("http://{}", before.public_address),
+            rate: 100,
+            duration: Duration::from_secs(600),
+            concurrency: 64,
+            customers: 1000,
+            timeout: Duration::from_secs(5),
+        };
+        tokio::spawn(async move { crate::load::run_probed(&plan, stop, &probe, |_| {}).await })
+    };
+
+    // Let the failure show for a few seconds, as the detector would, then report it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = std::time::SystemTime::now();
+    let incident = pb::Incident {
+        id: format!("inject-deployer-crash-{}", super::audit_faults::uuid_like()),
+        fingerprint: format!("{}:error_rate", crate::demo::SERVICE),
+        service: crate::demo::SERVICE.into(),
+        signal: pb::SignalKind::ErrorRate.into(),
+        severity: pb::Severity::Critical.into(),
+        status: pb::IncidentStatus::Open.into(),
+        observed_value: 0.15,
+        threshold: 0.05,
+        first_bad_at: Some((now - Duration::from_secs(3)).into()),
+        opened_at: Some(now.into()),
+        summary: format!("error rate above 5% on {}", crate::demo::SERVICE),
+        ..Default::default()
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    let saga_id = loop {
+        match orchestrator
+            .report_incident(pb::ReportIncidentRequest {
+                incident: Some(incident.clone()),
+            })
+            .await
+        {
+            Ok(response) => break response.into_inner().saga_id,
+            Err(status) if Instant::now() > until => {
+                return Err(format!(
+                    "the orchestrator did not take the incident: {status}"
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+
+    // SIGKILL once the fix's canary takes traffic.
+    let Some(during) = wait_for_status(
+        &mut deployer,
+        stop,
+        Duration::from_millis(20),
+        Duration::from_secs(240),
+        |status| {
+            status
+                .canary
+                .as_ref()
+                .is_some_and(|c| c.weight > 0 && c.pid != 0)
+        },
+    )
+    .await
+    else {
+        let saga = get_saga(&mut orchestrator, &saga_id).await;
+        return Ok((
+            false,
+            format!(
+                "no canary ran to interrupt; the saga is {}",
+                saga.map_or_else(|| "unknown".into(), |s| crate::demo::saga_state(s.state))
+            ),
+        ));
+    };
+    let canary = during.canary.clone().unwrap_or_default();
+    let stable = during.stable.clone().unwrap_or_default();
+    if let Some(killed) = processes.deployer.take() {
+        killed.kill().await;
+    }
+    let down_at = probe.counts().await;
+    processes.deployer = Some(Served::spawn(
+        "deployer",
+        &deployer_settings,
+        &work.join("deployer-2.log"),
+    )?);
+
+    let until = Instant::now() + Duration::from_secs(240);
+    let saga = loop {
+        if let Some(saga) = get_saga(&mut orchestrator, &saga_id).await
+            && crate::demo::is_terminal(saga.state)
+        {
+            break saga;
+        }
+        if Instant::now() > until {
+            return Ok((false, "the saga did not finish after the crash".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Traffic flows again through the same public address.
+    let after = crate::demo::service_status(&mut deployer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let served_after = {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = probe.counts().await;
+            let answered = (now.finished - now.failures) - (down_at.finished - down_at.failures);
+            if answered >= 50 || Instant::now() > until {
+                break answered;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    stop.cancel();
+    let _ = load.await;
+
+    let state = crate::demo::saga_state(saga.state);
+    let deploy = saga.steps.iter().rfind(|s| s.name == "deploy");
+    let deploy_summary = deploy.map(|d| d.summary.clone()).unwrap_or_default();
+    let compensated = deploy.is_some_and(|d| d.status == pb::StepStatus::Compensated as i32);
+    let rolled_back =
+        deploy_summary.contains("rolled_back") && deploy_summary.contains("restarted");
+    let ended = matches!(state.as_str(), "rolled_back" | "escalated");
+    let restored = after.public_address == before.public_address
+        && after.canary.is_none()
+        && after
+            .stable
+            .as_ref()
+            .is_some_and(|s| s.version == stable.version && s.weight == 100 && s.healthy);
+    let orphans: Vec<u32> = [stable.pid, canary.pid]
+        .into_iter()
+        .filter(|pid| !gone(*pid))
+        .collect();
+    let escalated = saga
+        .decisions
+        .iter()
+        .any(|d| d.kind == pb::DecisionKind::Escalation as i32);
+    let ok =
+        ended && rolled_back && compensated && restored && orphans.is_empty() && served_after >= 50;
+    Ok((
+        ok,
+        format!(
+            "deployer killed with canary {} at {}%; after its restart: {} on {} ({} requests answered since), canary {}, orphaned processes {}; deploy step {} ({deploy_summary}); saga {state}{}",
+            canary.version,
+            canary.weight,
+            after
+                .stable
+                .as_ref()
+                .map_or("NO stable", |s| s.version.as_str()),
+            if after.public_address == before.public_address {
+                format!("the same address {}", after.public_address)
+            } else {
+                format!("ANOTHER address {}", after.public_address)
+            },
+            served_after,
+            if after.canary.is_none() {
+                "gone"
+            } else {
+                "STILL THERE"
+            },
+            if orphans.is_empty() {
+                "stopped".to_owned()
+            } else {
+                format!("STILL RUNNING {orphans:?}")
+            },
+            if compensated {
+                "compensated by the deployer's rollback"
+            } else {
+                "NOT compensated"
+            },
+            if escalated {
+                "; a person was sent the escalation report"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
+async fn get_saga(
+    orchestrator: &mut selfheal_proto::v1::orchestrator_client::OrchestratorClient<TracedChannel>,
+    id: &str,
+) -> Option<pb::Saga> {
+    orchestrator
+        .get_saga(pb::GetSagaRequest { id: id.to_owned() })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().saga)
 }
