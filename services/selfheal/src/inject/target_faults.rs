@@ -193,23 +193,18 @@ fn last_analysis_weight(events: &[pb::RolloutEvent]) -> u32 {
 
 // ---- the demo with a hook ----------------------------------------------------------------------
 
-/// The demo on `example` with `hook`, its timeline discarded.
-async fn demo_with(
-    work: &Path,
-    example: Option<PathBuf>,
-    hook: SagaHook,
-) -> Result<DemoSummary, String> {
+/// The demo of another example (`super::demo` heals the payment-service example) with `hook`,
+/// its timeline discarded.
+async fn demo_on(work: &Path, example: PathBuf, hook: SagaHook) -> Result<DemoSummary, String> {
     let (sink, mut events) = tokio::sync::mpsc::unbounded_channel::<TimelineEntry>();
     let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let mut options = DemoOptions {
+    let options = DemoOptions {
+        example,
         work_dir: Some(work.to_path_buf()),
         timeout: Duration::from_secs(300),
         on_saga: Some(hook),
         ..Default::default()
     };
-    if let Some(example) = example {
-        options.example = example;
-    }
     let result = crate::demo::run(options, sink).await;
     let _ = drain.await;
     result.map_err(|error| error.to_string())
@@ -280,7 +275,7 @@ async fn canary_failure(work: PathBuf) -> Result<(bool, String), String> {
             })
         }))
     };
-    let result = demo_with(&work, None, hook).await;
+    let result = super::demo(&work, Vec::new(), Some(hook)).await;
     stop.cancel();
     let s = result?;
     let seen = lock(&seen).clone();
@@ -416,7 +411,7 @@ async fn verification_failure(work: PathBuf) -> Result<(bool, String), String> {
             })
         }))
     };
-    let result = demo_with(&work, Some(example), hook).await;
+    let result = demo_on(&work, example, hook).await;
     stop.cancel();
     let s = result?;
     let seen = lock(&seen).clone();
