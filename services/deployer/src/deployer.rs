@@ -305,6 +305,12 @@ impl Deployer {
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        // The token is checked before a repeated key is answered: a successor that resumes a
+        // deploy under the same key shows its newer token, and a stale holder is refused even
+        // when it repeats a key.
+        self.fencing
+            .admit(&request.service, request.fencing_token)
+            .await?;
         if let Some(key) = &request.idempotency_key
             && let Some(log) = lock(&self.deploys).get(key)
         {
@@ -318,9 +324,6 @@ impl Deployer {
                 reason: problems.into_vec().join("; "),
             });
         }
-        self.fencing
-            .admit(&request.service, request.fencing_token)
-            .await?;
         let commit = self.builder.resolve(&request.source).await?;
         let state = self.service_or_create(&request.service).await?;
         if request.strategy == Strategy::Canary && state.slots.lock().await.stable.is_none() {
@@ -415,14 +418,14 @@ impl Deployer {
         self: &Arc<Self>,
         request: RollbackRequest,
     ) -> Result<RollbackOutcome, Error> {
+        self.fencing
+            .admit(&request.service, request.fencing_token)
+            .await?;
         if let Some(key) = &request.idempotency_key
             && let Some(outcome) = self.rollbacks.lock().await.get(key)
         {
             return Ok(outcome.clone());
         }
-        self.fencing
-            .admit(&request.service, request.fencing_token)
-            .await?;
         let state = self.existing(&request.service).await?;
         let reason = if request.reason.is_empty() {
             "rollback requested".to_owned()

@@ -408,13 +408,21 @@ async fn stale_fencing_token_is_rejected_and_changes_nothing() {
     let before = h.status().await;
     assert_eq!(before.highest_fencing_token, 5);
 
-    let replay = h.deploy(first).await;
+    let replay = h.deploy(first.clone()).await;
     assert_eq!(
         replay.version(),
         rollout.version(),
         "a repeated key returns the recorded rollout"
     );
     assert_eq!(replay.kinds(), rollout.kinds());
+    // A successor resuming the same step shows its newer token; the old holder repeating its
+    // own key is then refused rather than answered from the record.
+    let mut successor = first.clone();
+    successor.fencing_token = 6;
+    assert_eq!(h.deploy(successor).await.version(), rollout.version());
+    let stale_repeat = h.deploy(first).await;
+    let status = stale_repeat.error.expect("a stale repeat is refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
 
     let stale = h
         .deploy(h.request(&h.scenario.bad_commit, pb::RolloutStrategy::Direct, 4))
@@ -440,7 +448,7 @@ async fn stale_fencing_token_is_rejected_and_changes_nothing() {
         before.stable.as_ref().unwrap().version
     );
     assert_eq!(after.stable.unwrap().pid, before.stable.unwrap().pid);
-    assert_eq!(after.highest_fencing_token, 5);
+    assert_eq!(after.highest_fencing_token, 6);
     h.service.stop().await.unwrap();
 }
 
