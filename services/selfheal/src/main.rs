@@ -109,10 +109,11 @@ scenario run passed."
         #[arg(long, conflicts_with = "all")]
         chaos: bool,
         /// How long --chaos injects faults (the sagas then get up to four minutes to finish).
-        #[arg(long, default_value = "60s", value_parser = humantime_duration, requires = "chaos")]
+        // `requires = "chaos"` would not do: the flag's implicit default satisfies it.
+        #[arg(long, default_value = "60s", value_parser = humantime_duration, conflicts_with_all = ["all", "scenario", "list"])]
         duration: Duration,
         /// Seed of --chaos's random choices; the same seed repeats the same choices.
-        #[arg(long, requires = "chaos")]
+        #[arg(long, conflicts_with_all = ["all", "scenario", "list"])]
         seed: Option<u64>,
     },
     /// List the sagas the orchestrator runs or ran, show one, approve or abort one.
