@@ -509,48 +509,62 @@ async fn llm_timeout(work: std::path::PathBuf) -> Result<(bool, String), String>
     Ok((ok, format!("{}; patch step: {patch}", s.status)))
 }
 
-/// A release whose new code hangs for some customers, shipped as a canary.
-async fn infinite_loop(work: std::path::PathBuf) -> Result<(bool, String), String> {
-    let mesh = fresh_mesh(&work, vec!["deployer.router.upstream_timeout=1s".into()]).await?;
-    let result = async {
-        let repo = work.join("repo");
-        if repo.exists() {
-            std::fs::remove_dir_all(&repo).map_err(|e| e.to_string())?;
-        }
-        let example = selfheal_scenario::examples_dir().join(crate::demo::SERVICE);
-        let scenario = tokio::task::spawn_blocking(move || {
-            selfheal_scenario::build_variant(&example, "loop", &repo)
-        })
+/// What shipping a variant's bad commit as a canary over its good commit showed.
+pub(crate) struct VariantCanary {
+    pub scenario: selfheal_scenario::Scenario,
+    /// Every rollout event of the canary, in order.
+    pub events: Vec<pb::RolloutEvent>,
+    /// The stable commit once the rollout ended.
+    pub stable_commit: String,
+    /// The demo's load, sent through the router the whole time.
+    pub load: crate::load::LoadSummary,
+}
+
+/// Builds `variant` of the payment-service example, releases its good commit through the
+/// deployer at `deployer_url`, sends the demo's load through the router, and ships the bad
+/// commit as a canary (10 → 50 → 100 %, 3 s analysis windows) under the idempotency `key`.
+pub(crate) async fn canary_variant(
+    work: &Path,
+    deployer_url: &str,
+    variant: &str,
+    key: &str,
+) -> Result<VariantCanary, String> {
+    let repo = work.join("repo");
+    if repo.exists() {
+        std::fs::remove_dir_all(&repo).map_err(|e| e.to_string())?;
+    }
+    let example = selfheal_scenario::examples_dir().join(crate::demo::SERVICE);
+    let variant = variant.to_owned();
+    let scenario = tokio::task::spawn_blocking(move || {
+        selfheal_scenario::build_variant(&example, &variant, &repo)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let channel = selfheal_telemetry::connect_lazy(deployer_url, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let mut deployer = DeployerClient::new(channel);
+    crate::demo::deploy_direct(&mut deployer, &scenario.repo, &scenario.good_commit)
+        .await
+        .map_err(|e| e.to_string())?;
+    let public = crate::demo::service_status(&mut deployer)
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        let url = mesh
-            .endpoint("deployer")
-            .map(crate::mesh::Endpoint::grpc_url)
-            .unwrap_or_default();
-        let channel = selfheal_telemetry::connect_lazy(&url, Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        let mut deployer = DeployerClient::new(channel);
-        crate::demo::deploy_direct(&mut deployer, &scenario.repo, &scenario.good_commit)
-            .await
-            .map_err(|e| e.to_string())?;
-        let public = crate::demo::service_status(&mut deployer)
-            .await
-            .map_err(|e| e.to_string())?
-            .public_address;
-        let stop = CancellationToken::new();
-        let load = {
-            let stop = stop.clone();
-            let plan = crate::load::LoadPlan {
-                target: format!("http://{public}"),
-                rate: 100,
-                duration: Duration::from_secs(300),
-                concurrency: 256,
-                customers: 1000,
-                timeout: Duration::from_secs(5),
-            };
-            tokio::spawn(async move { crate::load::run(&plan, stop, |_| {}).await })
+        .public_address;
+    let stop = CancellationToken::new();
+    let load = {
+        let stop = stop.clone();
+        let plan = crate::load::LoadPlan {
+            target: format!("http://{public}"),
+            rate: 100,
+            duration: Duration::from_secs(300),
+            concurrency: 256,
+            customers: 1000,
+            timeout: Duration::from_secs(5),
         };
+        tokio::spawn(async move { crate::load::run(&plan, stop, |_| {}).await })
+    };
+    let rollout = async {
         let mut stream = deployer
             .deploy(pb::DeployRequest {
                 service: crate::demo::SERVICE.into(),
@@ -570,46 +584,66 @@ async fn infinite_loop(work: std::path::PathBuf) -> Result<(bool, String), Strin
                     max_error_rate: 0.05,
                     failure_limit: 0,
                 }),
-                idempotency_key: "inject-infinite-loop".into(),
+                idempotency_key: key.to_owned(),
                 ..Default::default()
             })
             .await
             .map_err(|s| s.to_string())?
             .into_inner();
-        let mut last = None;
+        let mut events = Vec::new();
         while let Some(response) = stream.message().await.map_err(|s| s.to_string())? {
-            last = response.event;
+            events.extend(response.event);
         }
-        stop.cancel();
-        let _ = load.await;
-        let stable = crate::demo::service_status(&mut deployer)
-            .await
-            .map_err(|e| e.to_string())?
-            .stable
-            .map(|s| s.commit)
-            .unwrap_or_default();
-        let last = last.ok_or("the deployer sent no rollout events")?;
-        let rolled_back = last.kind == pb::RolloutEventKind::RolledBack as i32;
-        let ok = rolled_back && stable == scenario.good_commit;
-        Ok((
-            ok,
-            format!(
-                "canary {} ({}); stable is the {} commit",
-                if rolled_back {
-                    "rolled back"
-                } else {
-                    "NOT rolled back"
-                },
-                last.message,
-                if stable == scenario.good_commit {
-                    "good"
-                } else {
-                    "hanging"
-                }
-            ),
-        ))
+        Ok::<_, String>(events)
     }
     .await;
+    stop.cancel();
+    let load = load
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let events = rollout?;
+    let stable_commit = crate::demo::service_status(&mut deployer)
+        .await
+        .map_err(|e| e.to_string())?
+        .stable
+        .map(|s| s.commit)
+        .unwrap_or_default();
+    Ok(VariantCanary {
+        scenario,
+        events,
+        stable_commit,
+        load,
+    })
+}
+
+/// A release whose new code hangs for some customers, shipped as a canary.
+async fn infinite_loop(work: std::path::PathBuf) -> Result<(bool, String), String> {
+    let mesh = fresh_mesh(&work, vec!["deployer.router.upstream_timeout=1s".into()]).await?;
+    let url = mesh
+        .endpoint("deployer")
+        .map(crate::mesh::Endpoint::grpc_url)
+        .unwrap_or_default();
+    let result = canary_variant(&work, &url, "loop", "inject-infinite-loop").await;
     let _ = mesh.stop().await;
-    result
+    let canary = result?;
+    let last = canary
+        .events
+        .last()
+        .ok_or("the deployer sent no rollout events")?;
+    let rolled_back = last.kind == pb::RolloutEventKind::RolledBack as i32;
+    let good = canary.stable_commit == canary.scenario.good_commit;
+    Ok((
+        rolled_back && good,
+        format!(
+            "canary {} ({}); stable is the {} commit",
+            if rolled_back {
+                "rolled back"
+            } else {
+                "NOT rolled back"
+            },
+            last.message,
+            if good { "good" } else { "hanging" }
+        ),
+    ))
 }

@@ -77,92 +77,19 @@ async fn memory_leak(work: PathBuf) -> Result<(bool, String), String> {
 }
 
 async fn leak_canary(work: &Path, deployer_url: &str) -> Result<(bool, String), String> {
-    let repo = work.join("repo");
-    if repo.exists() {
-        std::fs::remove_dir_all(&repo).map_err(|e| e.to_string())?;
-    }
-    let example = selfheal_scenario::examples_dir().join(crate::demo::SERVICE);
-    let scenario = tokio::task::spawn_blocking(move || {
-        selfheal_scenario::build_variant(&example, "leak", &repo)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    let mut deployer = deployer_client(deployer_url).await?;
-    crate::demo::deploy_direct(&mut deployer, &scenario.repo, &scenario.good_commit)
-        .await
-        .map_err(|e| e.to_string())?;
-    let public = crate::demo::service_status(&mut deployer)
-        .await
-        .map_err(|e| e.to_string())?
-        .public_address;
-    let stop = CancellationToken::new();
-    let load = {
-        let stop = stop.clone();
-        let plan = crate::load::LoadPlan {
-            target: format!("http://{public}"),
-            rate: 100,
-            duration: Duration::from_secs(300),
-            concurrency: 256,
-            customers: 1000,
-            timeout: Duration::from_secs(5),
-        };
-        tokio::spawn(async move { crate::load::run(&plan, stop, |_| {}).await })
-    };
     // The deployer's default memory limits judge the canary; the plan only sets the windows.
-    let rollout = async {
-        let mut stream = deployer
-            .deploy(pb::DeployRequest {
-                service: crate::demo::SERVICE.into(),
-                source: Some(pb::SourceRef {
-                    repository: scenario.repo.display().to_string(),
-                    commit: scenario.bad_commit.clone(),
-                }),
-                strategy: pb::RolloutStrategy::Canary.into(),
-                plan: Some(pb::CanaryPlan {
-                    steps: vec![10, 50, 100],
-                    analysis_window: Some(
-                        Duration::from_secs(3)
-                            .try_into()
-                            .map_err(|_| "a valid duration".to_owned())?,
-                    ),
-                    min_requests: 10,
-                    max_error_rate: 0.05,
-                    failure_limit: 0,
-                }),
-                idempotency_key: "inject-memory-leak".into(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| s.to_string())?
-            .into_inner();
-        let mut events = Vec::new();
-        while let Some(response) = stream.message().await.map_err(|s| s.to_string())? {
-            events.extend(response.event);
-        }
-        Ok::<_, String>(events)
-    }
-    .await;
-    stop.cancel();
-    let load = load
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let events = rollout?;
-    let stable = crate::demo::service_status(&mut deployer)
-        .await
-        .map_err(|e| e.to_string())?
-        .stable
-        .map(|s| s.commit)
-        .unwrap_or_default();
-    let last = events.last().ok_or("the deployer sent no rollout events")?;
+    let canary = super::canary_variant(work, deployer_url, "leak", "inject-memory-leak").await?;
+    let last = canary
+        .events
+        .last()
+        .ok_or("the deployer sent no rollout events")?;
     let rolled_back = last.kind == pb::RolloutEventKind::RolledBack as i32;
     let memory_reason = last
         .decision
         .as_ref()
         .is_some_and(|d| d.reasoning.contains("resident memory"));
-    let step = last_analysis_weight(&events);
-    let ok = rolled_back && memory_reason && stable == scenario.good_commit;
+    let step = last_analysis_weight(&canary.events);
+    let ok = rolled_back && memory_reason && canary.stable_commit == canary.scenario.good_commit;
     Ok((
         ok,
         format!(
@@ -173,13 +100,13 @@ async fn leak_canary(work: &Path, deployer_url: &str) -> Result<(bool, String), 
                 "NOT rolled back"
             },
             last.message,
-            if stable == scenario.good_commit {
+            if canary.stable_commit == canary.scenario.good_commit {
                 "good"
             } else {
                 "leaking"
             },
-            load.server_errors + load.failed,
-            load.sent
+            canary.load.server_errors + canary.load.failed,
+            canary.load.sent
         ),
     ))
 }
