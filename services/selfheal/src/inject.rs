@@ -647,3 +647,51 @@ async fn infinite_loop(work: std::path::PathBuf) -> Result<(bool, String), Strin
         ),
     ))
 }
+
+/// One service of the mesh as its own process (`selfheal serve SERVICE`).
+pub(crate) struct Served {
+    child: tokio::process::Child,
+}
+
+impl Served {
+    pub(crate) fn spawn(service: &str, settings: &[String], log: &Path) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find selfheal: {e}"))?;
+        let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(exe)
+            .args(["serve", service])
+            .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start selfheal serve {service}: {e}"))?;
+        Ok(Self { child })
+    }
+
+    /// SIGKILL: nothing is cleaned up, nothing is finished.
+    pub(crate) async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, so a deployer stops its versions; SIGKILL after 30 s.
+    pub(crate) async fn stop(mut self) {
+        let pid = self
+            .child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.kill().await;
+        }
+    }
+}

@@ -6,7 +6,6 @@
 //! mid-saga and started again (or replaced by another instance).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use selfheal_proto::v1 as pb;
@@ -46,37 +45,6 @@ enum Crash {
 /// Lease time-to-live: short, so the successor's wait for the dead holder's lease is short.
 const LEASE_TTL: &str = "3s";
 
-/// One orchestrator process.
-struct Orchestrator {
-    child: tokio::process::Child,
-}
-
-impl Orchestrator {
-    fn spawn(args: &[String], log: &Path) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find selfheal: {e}"))?;
-        let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(exe)
-            .arg("serve")
-            .arg("orchestrator")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start selfheal serve orchestrator: {e}"))?;
-        Ok(Self { child })
-    }
-
-    /// SIGKILL: the process never releases its lease nor finishes its step.
-    async fn kill(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
-}
-
 /// The settings of a child orchestrator of instance `instance` on `address`.
 fn orchestrator_args(
     work: &Path,
@@ -111,9 +79,6 @@ fn orchestrator_args(
         format!("orchestrator.lock.ttl={LEASE_TTL}"),
     ]);
     settings
-        .into_iter()
-        .flat_map(|s| ["--set".to_owned(), s])
-        .collect()
 }
 
 fn free_address() -> Result<String, String> {
@@ -174,7 +139,7 @@ async fn run_crash(
     redis: &str,
     prefix: &str,
     stop: &CancellationToken,
-    children: &mut Vec<Orchestrator>,
+    children: &mut Vec<super::Served>,
 ) -> Result<(bool, String), String> {
     let url = |service: &str| {
         mesh.endpoint(service)
@@ -219,7 +184,8 @@ async fn run_crash(
         Crash::Restart => ("inject-orchestrator", "inject-orchestrator"),
         Crash::Replace => ("inject-orchestrator-a", "inject-orchestrator-b"),
     };
-    children.push(Orchestrator::spawn(
+    children.push(super::Served::spawn(
+        "orchestrator",
         &orchestrator_args(work, mesh, &address, first, redis, prefix),
         &work.join("orchestrator-1.log"),
     )?);
@@ -268,7 +234,8 @@ async fn run_crash(
     if let Some(child) = children.pop() {
         child.kill().await;
     }
-    children.push(Orchestrator::spawn(
+    children.push(super::Served::spawn(
+        "orchestrator",
         &orchestrator_args(work, mesh, &address, second, redis, prefix),
         &work.join("orchestrator-2.log"),
     )?);

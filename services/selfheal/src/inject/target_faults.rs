@@ -480,54 +480,6 @@ async fn invoices_after_promotion(
 
 // ---- deployer_crash_during_canary --------------------------------------------------------------
 
-/// One service of the mesh as its own process (`selfheal serve SERVICE`).
-struct Served {
-    child: tokio::process::Child,
-}
-
-impl Served {
-    fn spawn(service: &str, settings: &[String], log: &Path) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find selfheal: {e}"))?;
-        let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(exe)
-            .args(["serve", service])
-            .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start selfheal serve {service}: {e}"))?;
-        Ok(Self { child })
-    }
-
-    /// SIGKILL: nothing is cleaned up, nothing is finished.
-    async fn kill(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
-
-    /// SIGTERM, so a deployer stops its versions; SIGKILL after 30 s.
-    async fn stop(mut self) {
-        let pid = self
-            .child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            self.kill().await;
-        }
-    }
-}
-
 fn free_address() -> Result<String, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -546,8 +498,8 @@ fn gone(pid: u32) -> bool {
 /// The deployer, rca and orchestrator processes of the scenario.
 #[derive(Default)]
 struct Processes {
-    deployer: Option<Served>,
-    others: Vec<Served>,
+    deployer: Option<super::Served>,
+    others: Vec<super::Served>,
 }
 
 /// The deployer crashes while the saga's canary runs, and starts again.
@@ -621,15 +573,17 @@ async fn crash_the_deployer(
         format!("orchestrator.peers.deployer=http://{deployer_addr}"),
         format!("orchestrator.peers.audit={}", mesh_url("audit")),
     ]);
-    processes.deployer = Some(Served::spawn(
+    processes.deployer = Some(super::Served::spawn(
         "deployer",
         &deployer_settings,
         &work.join("deployer-1.log"),
     )?);
-    processes
-        .others
-        .push(Served::spawn("rca", &rca_settings, &work.join("rca.log"))?);
-    processes.others.push(Served::spawn(
+    processes.others.push(super::Served::spawn(
+        "rca",
+        &rca_settings,
+        &work.join("rca.log"),
+    )?);
+    processes.others.push(super::Served::spawn(
         "orchestrator",
         &orchestrator_settings,
         &work.join("orchestrator.log"),
@@ -745,7 +699,7 @@ async fn crash_the_deployer(
         killed.kill().await;
     }
     let down_at = probe.counts().await;
-    processes.deployer = Some(Served::spawn(
+    processes.deployer = Some(super::Served::spawn(
         "deployer",
         &deployer_settings,
         &work.join("deployer-2.log"),
