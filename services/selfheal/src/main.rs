@@ -458,6 +458,14 @@ async fn chaos(
     json: bool,
     work_dir: Option<PathBuf>,
 ) -> ExitCode {
+    // Faults need time to act, and the run's clock must stay representable.
+    if duration < Duration::from_secs(5) || duration > Duration::from_secs(24 * 3600) {
+        eprintln!(
+            "selfheal inject: --duration {} is out of range; give 5s to 24h (e.g. --duration 60s)",
+            humantime::format_duration(duration)
+        );
+        return ExitCode::from(EX_CONFIG as u8);
+    }
     let (work, _temp) = match work_dir_or_temp(work_dir, "selfheal-chaos-") {
         Ok(dir) => dir,
         Err(code) => return code,
@@ -679,14 +687,9 @@ async fn up(
     set: Vec<String>,
     dry_run: bool,
 ) -> ExitCode {
-    let _telemetry = match selfheal_telemetry::init(&selfheal_telemetry::TelemetryConfig::from_env(
-        "selfheal",
-    )) {
+    let _telemetry = match telemetry() {
         Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("selfheal: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let options = MeshOptions {
         host,
@@ -728,15 +731,20 @@ async fn up(
     }
 }
 
-async fn serve(service: &str, set: Vec<String>) -> ExitCode {
-    let _telemetry = match selfheal_telemetry::init(&selfheal_telemetry::TelemetryConfig::from_env(
-        "selfheal",
-    )) {
-        Ok(guard) => guard,
-        Err(error) => {
+/// Logs and traces of a process that runs services, as the standard variables set them.
+fn telemetry() -> Result<selfheal_telemetry::TelemetryGuard, ExitCode> {
+    selfheal_telemetry::init(&selfheal_telemetry::TelemetryConfig::from_env("selfheal")).map_err(
+        |error| {
             eprintln!("selfheal: {error}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        },
+    )
+}
+
+async fn serve(service: &str, set: Vec<String>) -> ExitCode {
+    let _telemetry = match telemetry() {
+        Ok(guard) => guard,
+        Err(code) => return code,
     };
     let options = MeshOptions {
         host: std::net::Ipv4Addr::LOCALHOST.into(),

@@ -55,6 +55,15 @@ fn chaos_options_are_checked_before_anything_starts() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--duration"), "{stderr}");
+    for duration in ["0s", "100years"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .args(["inject", "--chaos", "--duration", duration])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{duration}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("give 5s to 24h"), "{stderr}");
+    }
     let output = Command::new(env!("CARGO_BIN_EXE_selfheal"))
         .args(["inject", "--seed", "3", "--all"])
         .output()
