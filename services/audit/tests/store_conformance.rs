@@ -271,3 +271,40 @@ mod file_recovery {
         assert!(std::fs::read_to_string(&path).unwrap().ends_with("}\n"));
     }
 }
+
+mod elasticsearch_visibility {
+    use std::time::Duration;
+
+    use super::*;
+    use selfheal_audit::store::ElasticsearchConfig;
+
+    /// A restarted audit service reads the head with a new store. With the index's periodic
+    /// refresh off, records the earlier store wrote are invisible to search until someone
+    /// refreshes; the new store must, or it would continue the chain from a stale head.
+    #[tokio::test]
+    async fn a_new_store_sees_the_head_an_earlier_store_just_wrote() {
+        let first = common::elasticsearch_store("visibility").await;
+        let mut head = ChainHead::genesis();
+        first.append(&seal(&mut head, 1, 3)).await.unwrap();
+        first.refresh().await.unwrap();
+        let settings = reqwest::Client::new()
+            .put(format!("{}/{}/_settings", first.url(), first.index()))
+            .json(&serde_json::json!({ "index": { "refresh_interval": "-1" } }))
+            .send()
+            .await
+            .unwrap();
+        assert!(settings.status().is_success(), "{settings:?}");
+        let later = seal(&mut head, 4, 5);
+        first.append(&later).await.unwrap();
+
+        let second = ElasticsearchStore::new(&ElasticsearchConfig {
+            url: first.url().to_owned(),
+            index: first.index().to_owned(),
+            timeout: Duration::from_secs(10),
+        })
+        .unwrap();
+        assert_eq!(second.head().await.unwrap().as_ref(), later.last());
+        assert_eq!(second.read_range(1, 100).await.unwrap().len(), 8);
+        common::delete_index(&first).await;
+    }
+}

@@ -5,7 +5,8 @@
 //! One document per record: `_id` is the sequence number and the `_source` is the record's
 //! canonical encoding. Writes are create-only, so a stored record is never overwritten: a 409 for
 //! a record whose stored hash equals ours counts as written (an idempotent replay), any other 409
-//! is a [`StoreError::Conflict`]. Reads that must see earlier writes refresh the index first.
+//! is a [`StoreError::Conflict`]. Reads that must see earlier writes refresh the index first,
+//! and a store's first read always does, since another writer may have just written.
 //! Every request has a timeout, and every error names the server URL.
 
 use std::ops::Range;
@@ -44,7 +45,9 @@ pub struct ElasticsearchStore {
     base: String,
     index: String,
     index_ready: Arc<AtomicBool>,
-    /// Whether writes happened since the last refresh.
+    /// Whether writes may have happened since the last refresh. A new store starts dirty: an
+    /// earlier writer (this service before a restart, say) may have written within the index's
+    /// refresh interval, and the head read at start-up must see those records.
     dirty: Arc<AtomicBool>,
 }
 
@@ -111,7 +114,7 @@ impl ElasticsearchStore {
             base,
             index: config.index.clone(),
             index_ready: Arc::new(AtomicBool::new(false)),
-            dirty: Arc::new(AtomicBool::new(false)),
+            dirty: Arc::new(AtomicBool::new(true)),
         })
     }
 
