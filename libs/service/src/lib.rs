@@ -9,6 +9,7 @@ pub mod binary;
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod link;
 pub mod shutdown;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -19,4 +20,5 @@ pub use config::{
     ConfigError, ConfigSources, EnvSource, Problems, ProcessEnv, ServerConfig, Validate, load,
 };
 pub use host::{Listeners, Readiness, ServeError, ServiceHost};
+pub use link::CuttableLink;
 pub use shutdown::{ctrl_c_or_sigterm, shutdown_token_on_signal};

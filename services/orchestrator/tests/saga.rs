@@ -625,7 +625,7 @@ async fn losing_the_lease_stops_the_saga_and_compensates() {
 
 #[tokio::test]
 async fn redis_going_away_mid_saga_fails_closed_without_deploying() {
-    let (proxy, cut) = common::redis_proxy().await;
+    let (proxy, link) = common::redis_proxy().await;
     let prefix = common::unique_prefix();
     let mut h = Harness::start(
         Behaviour {
@@ -642,7 +642,7 @@ async fn redis_going_away_mid_saga_fails_closed_without_deploying() {
     .await;
     let reported = h.report(incident("inc-g", "checkout")).await;
     h.fakes.wait_calls("Evaluate", 1).await;
-    cut.cancel();
+    link.cut();
     h.fakes.state.gate_permits.add_permits(1);
     let saga = poll(DEADLINE, || {
         let mut client = h.client.clone();

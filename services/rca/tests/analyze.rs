@@ -6,8 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{Proxy, Rca, TestDeployer, incident, quiet_config, serve_deployer, ts};
+use common::{Rca, TestDeployer, incident, quiet_config, serve_deployer, ts};
 use selfheal_proto::v1 as pb;
+use selfheal_service::CuttableLink;
 
 fn series(service: &str, name: &str, t0: SystemTime, before: f64, after: f64) -> pb::Series {
     let points = (-10i64..10)
@@ -273,7 +274,9 @@ async fn losing_neo4j_mid_run_lowers_confidence_and_says_why() {
         .trim_start_matches("bolt://")
         .parse()
         .expect("neo4j address");
-    let proxy = Proxy::start(neo4j).await;
+    let proxy = CuttableLink::start(neo4j.to_string())
+        .await
+        .expect("a loopback port for the link");
     let service = unique("pay");
     let panic_service = service.clone();
     let deployer = TestDeployer {
@@ -294,7 +297,7 @@ async fn losing_neo4j_mid_run_lowers_confidence_and_says_why() {
     let mut config = quiet_config();
     config.sources.deployer = deployer_url;
     config.graph.backend = selfheal_rca::GraphBackend::Neo4j;
-    config.graph.uri = format!("bolt://{}", proxy.addr);
+    config.graph.uri = format!("bolt://{}", proxy.address());
     config.graph.password = "neo4j".into();
     let namespace = unique("rca-cut");
     config.graph.namespace = namespace.clone();
@@ -378,7 +381,7 @@ async fn losing_neo4j_mid_run_lowers_confidence_and_says_why() {
         .find(|g| g.starts_with("graph store unreachable"))
         .unwrap_or_else(|| panic!("no graph gap in {:#?}", without.gaps));
     assert!(
-        gap.contains(&proxy.addr.to_string()),
+        gap.contains(&proxy.address().to_string()),
         "names the server: {gap}"
     );
     assert!(

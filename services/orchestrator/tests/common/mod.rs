@@ -23,7 +23,6 @@ use selfheal_proto::v1::safety_gate_server::{SafetyGate, SafetyGateServer};
 use selfheal_service::testkit::{DEADLINE, ServiceUnderTest, wait_serving};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -888,34 +887,12 @@ pub async fn webhook(fail_first: usize) -> (String, Arc<Mutex<Vec<serde_json::Va
     (url, received)
 }
 
-/// A TCP proxy to Redis that can be cut: afterwards every connection is closed and new ones
-/// are refused.
-pub async fn redis_proxy() -> (String, CancellationToken) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("redis://{}", listener.local_addr().unwrap());
-    let upstream = redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let cut = CancellationToken::new();
-    let token = cut.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut inbound, _) = tokio::select! {
-                () = token.cancelled() => return,
-                accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => return },
-            };
-            let (upstream, token) = (upstream.clone(), token.clone());
-            tokio::spawn(async move {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                tokio::select! {
-                    () = token.cancelled() => {}
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                }
-            });
-        }
-    });
-    (url, cut)
+/// A link to Redis that can be cut: afterwards every connection is closed and new ones are
+/// refused. Returns the `redis://` URL to use instead of Redis's own.
+pub async fn redis_proxy() -> (String, selfheal_service::CuttableLink) {
+    let link =
+        selfheal_service::CuttableLink::start(selfheal_service::link::authority(&redis_url()))
+            .await
+            .expect("a loopback port for the link");
+    (format!("redis://{}", link.address()), link)
 }

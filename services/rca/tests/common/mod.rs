@@ -3,7 +3,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use selfheal_proto::v1 as pb;
 use selfheal_proto::v1::deployer_server::{Deployer, DeployerServer};
 use selfheal_proto::v1::rca_client::RcaClient;
 use selfheal_service::testkit::{ServiceUnderTest, channel, wait_serving};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -140,48 +139,6 @@ pub async fn serve_deployer(deployer: TestDeployer) -> (String, CancellationToke
             .expect("test deployer serves");
     });
     (format!("http://{addr}"), stop)
-}
-
-/// Forwards loopback connections to `target` until [`Proxy::cut`], which drops every
-/// connection and stops accepting.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    cut: CancellationToken,
-}
-
-impl Proxy {
-    pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
-        let addr = listener.local_addr().expect("address");
-        let cut = CancellationToken::new();
-        let token = cut.clone();
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = token.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((mut inbound, _)) = accepted else {
-                    return;
-                };
-                let token = token.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        () = token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    }
-                });
-            }
-        });
-        Self { addr, cut }
-    }
-
-    pub fn cut(&self) {
-        self.cut.cancel();
-    }
 }
 
 pub fn ts(at: std::time::SystemTime) -> prost_types::Timestamp {

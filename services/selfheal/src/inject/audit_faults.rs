@@ -1,6 +1,5 @@
 //! Faults in the audit trail: a store that goes away mid-saga, and a stored record altered.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,8 +8,9 @@ use std::time::Duration;
 use selfheal_proto::v1 as pb;
 use selfheal_proto::v1::audit_client::AuditClient;
 use selfheal_proto::v1::orchestrator_client::OrchestratorClient;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use selfheal_service::CuttableLink;
+use selfheal_service::link::authority;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -40,89 +40,6 @@ pub(crate) fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-/// A TCP proxy whose link can be cut and restored: cutting closes every open connection and
-/// makes new ones close as soon as they are accepted; restoring forwards new ones again.
-pub(crate) struct Proxy {
-    address: SocketAddr,
-    open: watch::Sender<bool>,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    /// Listens on a free loopback port and forwards to `upstream` (`host:port`).
-    pub(crate) async fn start(upstream: String) -> Result<Self, String> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("cannot bind a proxy port: {e}"))?;
-        let address = listener.local_addr().map_err(|e| e.to_string())?;
-        let open = watch::Sender::new(true);
-        let stop = CancellationToken::new();
-        let task = {
-            let (open, stop) = (open.clone(), stop.clone());
-            tokio::spawn(async move {
-                loop {
-                    let mut inbound = tokio::select! {
-                        () = stop.cancelled() => return,
-                        accepted = listener.accept() => match accepted {
-                            Ok((socket, _)) => socket,
-                            Err(_) => continue,
-                        },
-                    };
-                    if !*open.borrow() {
-                        drop(inbound);
-                        continue;
-                    }
-                    let (upstream, mut closed, stop) =
-                        (upstream.clone(), open.subscribe(), stop.clone());
-                    tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
-                            return;
-                        };
-                        tokio::select! {
-                            () = stop.cancelled() => {}
-                            _ = closed.wait_for(|open| !*open) => {}
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        }
-                    });
-                }
-            })
-        };
-        Ok(Self {
-            address,
-            open,
-            stop,
-            task,
-        })
-    }
-
-    /// `host:port` to connect to instead of the upstream.
-    pub(crate) fn address(&self) -> SocketAddr {
-        self.address
-    }
-
-    /// Closes every connection and refuses new ones until [`Self::restore`].
-    pub(crate) fn cut(&self) {
-        self.open.send_replace(false);
-    }
-
-    pub(crate) fn restore(&self) {
-        self.open.send_replace(true);
-    }
-
-    /// Stops listening and closes every connection.
-    pub(crate) async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
-    }
-}
-
-/// `host:port` of an `http://` or `redis://` URL.
-pub(crate) fn authority(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    rest.split('/').next().unwrap_or(rest).to_owned()
-}
-
 fn spooled_lines(spool: &Path) -> u64 {
     std::fs::read_to_string(spool.join(selfheal_audit::store::spool::SPOOL_FILE))
         .map(|text| text.lines().filter(|l| !l.trim().is_empty()).count() as u64)
@@ -135,7 +52,11 @@ async fn audit_store_unavailable(work: PathBuf) -> Result<(bool, String), String
     let elasticsearch = env_or("SELFHEAL_TEST_ELASTICSEARCH_URL", "http://127.0.0.1:9200");
     let run = uuid_like();
     let index = format!("selfheal-inject-audit-{run}");
-    let proxy = Arc::new(Proxy::start(authority(&elasticsearch)).await?);
+    let proxy = Arc::new(
+        CuttableLink::start(authority(&elasticsearch))
+            .await
+            .map_err(|e| format!("cannot start a link to Elasticsearch: {e}"))?,
+    );
     // Inside the demo's own audit directory, which each demo run starts afresh.
     let spool = work.join("audit").join("spool");
     let overrides = vec![
@@ -320,7 +241,14 @@ async fn judge_spool(
                 "{}; {peak} records spooled while Elasticsearch was cut, {} after restore ({left_at_end} left when the mesh stopped); chain {} with {} records; saga's {} records all in Elasticsearch: {}; steps without their records: {}; deploy start before its end: {}",
                 s.status,
                 if drained { "all replayed" } else { "NOT all replayed" },
-                if verify.ok { "verified" } else { "BROKEN" },
+                if verify.ok {
+                    "verified".to_owned()
+                } else {
+                    format!(
+                        "BROKEN at sequence {} ({})",
+                        verify.first_broken_sequence, verify.detail
+                    )
+                },
                 verify.records_checked,
                 records.len(),
                 if in_elasticsearch == records.len() as u64 {
