@@ -85,5 +85,6 @@ where
 const ENV_HELP: &str = "\
 Settings are layered: built-in defaults, then --config FILE, then SELFHEAL_* environment
 variables (SELFHEAL_SERVER__GRPC_ADDR sets server.grpc_addr), then --set KEY=VALUE.
+A key no setting has is refused, naming where it came from; --dump-config lists every key.
 Traces are exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; RUST_LOG filters logs.
 Exit codes: 0 stopped cleanly, 1 failed while running, 64 invalid configuration.";

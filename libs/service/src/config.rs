@@ -182,39 +182,106 @@ pub fn load<C>(defaults: &C, sources: &ConfigSources<'_>) -> Result<C, ConfigErr
 where
     C: Serialize + DeserializeOwned + Validate,
 {
-    let mut figment = Figment::from(Serialized::defaults(defaults));
-    if let Some(path) = sources.file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })?;
-        let file = Figment::from(Toml::string(&text));
-        let file = match sources.file_table {
-            Some(table) => file.focus(table),
-            None => file,
-        };
-        figment = figment.merge(file);
-    }
-    figment = figment.merge(Serialized::defaults(env_dict(
-        sources.env_prefix,
-        sources.env,
-    )));
+    let file = match sources.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file = Figment::from(Toml::string(&text));
+            Some(match sources.file_table {
+                Some(table) => file.focus(table),
+                None => file,
+            })
+        }
+        None => None,
+    };
+    let env = env_dict(sources.env_prefix, sources.env);
     let mut overrides = Dict::new();
     for setting in &sources.overrides {
         let (key, value) = setting
             .split_once('=')
             .ok_or_else(|| ConfigError::BadOverride(setting.clone()))?;
         let key = key.trim();
-        if key.is_empty() {
+        if key.is_empty() || key.split('.').any(str::is_empty) {
             return Err(ConfigError::BadOverride(setting.clone()));
         }
         overrides = merge_nested(overrides, key, value);
     }
-    figment = figment.merge(Serialized::defaults(overrides));
 
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(file) = &file {
+        figment = figment.merge(file.clone());
+    }
+    let figment = figment
+        .merge(Serialized::defaults(env.clone()))
+        .merge(Serialized::defaults(overrides.clone()));
     let config: C = figment.extract().map_err(|error| {
         ConfigError::Invalid(error.into_iter().map(|e| e.to_string()).collect())
     })?;
+
+    let unknown = unknown_keys::<C>(&figment);
+    if !unknown.is_empty() {
+        let origin = |key: &str| {
+            if Figment::from(Serialized::defaults(overrides.clone()))
+                .find_value(key)
+                .is_ok()
+            {
+                format!("`{key}` (on the command line)")
+            } else if Figment::from(Serialized::defaults(env.clone()))
+                .find_value(key)
+                .is_ok()
+            {
+                format!(
+                    "`{key}` (environment variable {}{})",
+                    sources.env_prefix,
+                    key.replace('.', "__").to_ascii_uppercase()
+                )
+            } else if let (Some(file), Some(path)) = (&file, sources.file) {
+                let table = sources
+                    .file_table
+                    .map_or_else(String::new, |table| format!(" table [{table}]"));
+                if file.find_value(key).is_ok() {
+                    format!("`{key}` (in {}{table})", path.display())
+                } else {
+                    format!("`{key}`")
+                }
+            } else {
+                format!("`{key}`")
+            }
+        };
+        let known = known_keys(defaults);
+        return Err(ConfigError::Invalid(
+            unknown
+                .iter()
+                .map(|key| {
+                    let parent = key.rsplit_once('.').map_or("", |(parent, _)| parent);
+                    let siblings = known
+                        .iter()
+                        .filter_map(|known| {
+                            let rest = if parent.is_empty() {
+                                known.as_str()
+                            } else {
+                                known.strip_prefix(parent)?.strip_prefix('.')?
+                            };
+                            Some(rest.split('.').next().unwrap_or(rest))
+                        })
+                        .collect::<std::collections::BTreeSet<_>>();
+                    let place = if parent.is_empty() {
+                        "at the top level".to_owned()
+                    } else {
+                        format!("under `{parent}`")
+                    };
+                    format!(
+                        "unknown setting {}: nothing reads it; the settings {place} are {}",
+                        origin(key),
+                        siblings.into_iter().collect::<Vec<_>>().join(", ")
+                    )
+                })
+                .collect(),
+        ));
+    }
+
     let mut problems = Problems::default();
     config.validate(&mut problems);
     if problems.is_empty() {
@@ -222,6 +289,45 @@ where
     } else {
         Err(ConfigError::Invalid(problems.into_vec()))
     }
+}
+
+/// The dotted keys of the merged layers that no field of `C` reads (a misspelt setting would
+/// otherwise be dropped without a word).
+fn unknown_keys<C: DeserializeOwned>(figment: &Figment) -> Vec<String> {
+    let Ok(merged) = figment.extract::<Value>() else {
+        return Vec::new();
+    };
+    let mut unknown = Vec::new();
+    let _: Result<C, _> = serde_ignored::deserialize(&merged, |path| {
+        unknown.push(path.to_string());
+    });
+    unknown.sort();
+    unknown.dedup();
+    unknown
+}
+
+/// Every dotted key of `defaults` that holds a value, for naming the settings there are.
+fn known_keys<C: Serialize>(defaults: &C) -> Vec<String> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+        match value.as_dict() {
+            Some(dict) if !dict.is_empty() => {
+                for (key, value) in dict {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&path, value, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = Figment::from(Serialized::defaults(defaults)).extract::<Value>() {
+        walk("", &value, &mut out);
+    }
+    out
 }
 
 fn env_dict(prefix: &str, env: &dyn EnvSource) -> Dict {
@@ -232,7 +338,7 @@ fn env_dict(prefix: &str, env: &dyn EnvSource) -> Dict {
         let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
-        if !rest.contains("__") {
+        if !rest.contains("__") || rest.split("__").any(str::is_empty) {
             continue;
         }
         let key = rest
@@ -422,5 +528,63 @@ mod tests {
         let mut src = sources(Some(&path), &env, &[]);
         src.file_table = Some("rca");
         assert_eq!(load(&defaults(), &src).unwrap().name, "rca");
+    }
+
+    #[test]
+    fn an_unknown_setting_is_refused_naming_where_it_came_from_and_what_exists() {
+        let env = BTreeMap::new();
+        let error = load(&defaults(), &sources(None, &env, &["server.grcp_addr=x"])).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("`server.grcp_addr` (on the command line)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("grpc_addr, http_addr, shutdown_grace"),
+            "{text}"
+        );
+
+        let env: BTreeMap<String, String> =
+            [("SELFHEAL_RETRYS__".to_string(), "shapeless".to_string())].into();
+        assert!(
+            load(&defaults(), &sources(None, &env, &[])).is_ok(),
+            "not a setting's shape"
+        );
+        let env: BTreeMap<String, String> =
+            [("SELFHEAL_SERVER__NOSUCH".to_string(), "1".to_string())].into();
+        let text = load(&defaults(), &sources(None, &env, &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("environment variable SELFHEAL_SERVER__NOSUCH"),
+            "{text}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("all.toml");
+        std::fs::write(&path, "[rca]\nnmae = \"typo\"\n[detector]\nwhatever = 1\n").unwrap();
+        let env = BTreeMap::new();
+        let mut src = sources(Some(&path), &env, &[]);
+        src.file_table = Some("rca");
+        let error = load(&defaults(), &src).unwrap_err();
+        let problems = error.problems();
+        assert_eq!(
+            problems.len(),
+            1,
+            "only the focused table counts: {problems:#?}"
+        );
+        assert!(problems[0].contains("`nmae` (in "), "{problems:#?}");
+        assert!(problems[0].contains("table [rca]"), "{problems:#?}");
+        assert!(
+            problems[0].contains("at the top level are name, retries, server"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn an_override_with_an_empty_key_segment_is_malformed() {
+        let env = BTreeMap::new();
+        let error = load(&defaults(), &sources(None, &env, &["server..grpc_addr=1"])).unwrap_err();
+        assert!(matches!(error, ConfigError::BadOverride(_)), "{error}");
     }
 }

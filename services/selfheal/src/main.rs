@@ -124,7 +124,8 @@ scenario run passed."
         after_help = "Ports: orchestrator 50051, detector 50052, rca 50053, patcher 50054, \
 safety-gate 50055, deployer 50056, audit 50057; each service's /metrics and /healthz on its port + 10.\n\
 Settings: one TOML file with a table per service ([detector.server] …), SELFHEAL_<SERVICE>__<KEY> \
-environment variables (SELFHEAL_DETECTOR__SERVER__SHUTDOWN_GRACE=5s), then --set."
+environment variables (SELFHEAL_DETECTOR__SERVER__SHUTDOWN_GRACE=5s), then --set. \
+A key no setting of that service has, or a --set that names no service, is refused with exit 64."
     )]
     Up {
         /// TOML file with one table per service.

@@ -140,7 +140,7 @@ impl RunningMesh {
 /// Loads every service's configuration, binds every port, then starts all seven.
 /// Nothing is started unless every configuration is valid and every port could be bound.
 pub async fn start(options: MeshOptions<'_>) -> Result<RunningMesh, MeshError> {
-    let mut problems = Vec::new();
+    let mut problems = stray_settings(&options);
     let orchestrator =
         layered::<selfheal_orchestrator::Config>(&options, "orchestrator", &mut problems);
     let detector = layered::<selfheal_detector::Config>(&options, "detector", &mut problems);
@@ -273,8 +273,9 @@ pub async fn serve_one(
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
-        let mut problems = Vec::new();
-        let Some(config) = layered::<C>(options, service, &mut problems) else {
+        let mut problems = stray_settings(options);
+        let config = layered::<C>(options, service, &mut problems);
+        let (Some(config), true) = (config, problems.is_empty()) else {
             return Err(MeshError::Config(problems));
         };
         let server = config.server();
@@ -297,6 +298,28 @@ pub async fn serve_one(
         "deployer" => one(&options, service, shutdown, selfheal_deployer::run).await,
         _ => one(&options, service, shutdown, selfheal_audit::run).await,
     }
+}
+
+/// Settings that name no service: every `--set` of the mesh is `<service>.key=value`, and one
+/// for no service would otherwise be dropped without a word.
+fn stray_settings(options: &MeshOptions<'_>) -> Vec<String> {
+    options
+        .overrides
+        .iter()
+        .filter(|setting| {
+            let key = setting.split_once('=').map_or(setting.as_str(), |(key, _)| key);
+            let first = key.trim().split('.').next().unwrap_or_default();
+            !SERVICES
+                .iter()
+                .any(|service| *service == first || service.replace('-', "_") == first)
+        })
+        .map(|setting| {
+            format!(
+                "setting {setting:?} names no service: settings look like <service>.key=value, with <service> one of {}",
+                SERVICES.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Loads one service's configuration: its defaults on this mesh's port plan, then its table of

@@ -126,3 +126,38 @@ fn up_rejects_bad_settings_of_several_services_at_once_with_exit_64() {
         "{stderr}"
     );
 }
+
+#[test]
+fn up_and_serve_refuse_settings_nothing_reads_with_exit_64() {
+    let output = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args([
+            "up",
+            "--base-port",
+            "0",
+            "--dry-run",
+            "--set",
+            "deployer.canary.nosuch=1",
+            "--set",
+            "deployr.canary.steps=[10]",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("deployer: unknown setting `canary.nosuch` (on the command line)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\"deployr.canary.steps=[10]\" names no service"),
+        "{stderr}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(["serve", "deployer", "--set", "deployer.nosuch=1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown setting `nosuch`"), "{stderr}");
+}
