@@ -2,10 +2,10 @@
 //! rule, and real Alertmanager posting to the detector's webhook: the incident opens from the
 //! webhook and resolves when the alert does.
 //!
-//! Needs the backends: `bash scripts/backends.sh start`. The detector listens its HTTP on
-//! 127.0.0.1:50062, where the default Alertmanager config posts. Prometheus is restarted with a
-//! temporary config (the default one plus a job for this test's payment-service) and restored to
-//! the default afterwards.
+//! Needs the backends: `bash scripts/backends.sh start`. The detector listens on free loopback
+//! ports; Alertmanager is restarted with a temporary config posting there, and Prometheus with
+//! one that adds a job for this test's payment-service; both get their default configs back
+//! afterwards.
 
 mod common;
 #[path = "common/payment.rs"]
@@ -22,7 +22,8 @@ use selfheal_proto::v1::detector_client::DetectorClient;
 use selfheal_service::Listeners;
 use tokio_util::sync::CancellationToken;
 
-const WEBHOOK_ADDR: &str = "127.0.0.1:50062";
+/// Where the default Alertmanager config posts (the detector's default HTTP address).
+const DEFAULT_WEBHOOK_ADDR: &str = "127.0.0.1:50062";
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -53,13 +54,40 @@ async fn require_ready(name: &str, url: &str) {
     }
 }
 
-/// Prometheus running with a temporary config; the default config is restored on drop.
-struct TemporaryPrometheusConfig {
+/// Prometheus or Alertmanager running with a temporary config; the default config is restored
+/// on drop.
+struct TemporaryConfig {
+    backend: &'static str,
+    variable: &'static str,
     _dir: tempfile::TempDir,
 }
 
-impl TemporaryPrometheusConfig {
-    fn apply(payment: SocketAddr, service: &str) -> Self {
+impl TemporaryConfig {
+    /// Restarts `backend` through `scripts/backends.sh` with `config`, passed in `variable`.
+    fn apply(backend: &'static str, variable: &'static str, config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(format!("{backend}.yml"));
+        std::fs::write(&path, config).expect("config written");
+        let output = std::process::Command::new("bash")
+            .current_dir(workspace_root())
+            .env(variable, &path)
+            .args(["scripts/backends.sh", "start", backend])
+            .output()
+            .expect("backends.sh runs");
+        assert!(
+            output.status.success(),
+            "cannot restart {backend} with the test config:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self {
+            backend,
+            variable,
+            _dir: dir,
+        }
+    }
+
+    /// The default Prometheus config plus a job scraping this test's payment-service.
+    fn prometheus(payment: SocketAddr, service: &str) -> Self {
         let root = workspace_root();
         let default = std::fs::read_to_string(root.join("deploy/prometheus/prometheus.local.yml"))
             .expect("default prometheus config");
@@ -72,34 +100,36 @@ impl TemporaryPrometheusConfig {
         config.push_str(&format!(
             "  - job_name: detector-test-payment\n    scrape_interval: 1s\n    static_configs:\n      - targets: [\"{payment}\"]\n        labels: {{service: {service}}}\n"
         ));
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("prometheus.yml");
-        std::fs::write(&path, config).expect("config written");
-        let output = std::process::Command::new("bash")
-            .current_dir(&root)
-            .env("SELFHEAL_PROMETHEUS_CONFIG", &path)
-            .args(["scripts/backends.sh", "start", "prometheus"])
-            .output()
-            .expect("backends.sh runs");
-        assert!(
-            output.status.success(),
-            "cannot restart Prometheus with the test config:\n{}",
-            String::from_utf8_lossy(&output.stderr)
+        Self::apply("prometheus", "SELFHEAL_PROMETHEUS_CONFIG", &config)
+    }
+
+    /// The default Alertmanager config posting to this test's detector instead of the default
+    /// port, which another process may hold.
+    fn alertmanager(webhook: SocketAddr) -> Self {
+        let default = std::fs::read_to_string(
+            workspace_root().join("deploy/alertmanager/alertmanager.local.yml"),
+        )
+        .expect("default alertmanager config");
+        let config = default.replace(DEFAULT_WEBHOOK_ADDR, &webhook.to_string());
+        assert_ne!(
+            config, default,
+            "the default config posts to {DEFAULT_WEBHOOK_ADDR}"
         );
-        Self { _dir: dir }
+        Self::apply("alertmanager", "SELFHEAL_ALERTMANAGER_CONFIG", &config)
     }
 }
 
-impl Drop for TemporaryPrometheusConfig {
+impl Drop for TemporaryConfig {
     fn drop(&mut self) {
         let restored = std::process::Command::new("bash")
             .current_dir(workspace_root())
-            .env_remove("SELFHEAL_PROMETHEUS_CONFIG")
-            .args(["scripts/backends.sh", "start", "prometheus"])
+            .env_remove(self.variable)
+            .args(["scripts/backends.sh", "start", self.backend])
             .output();
         if !restored.is_ok_and(|o| o.status.success()) {
             eprintln!(
-                "could not restore the default Prometheus config; run `bash scripts/backends.sh restart prometheus`"
+                "could not restore the default {} config; run `bash scripts/backends.sh restart {}`",
+                self.backend, self.backend
             );
         }
     }
@@ -112,17 +142,9 @@ async fn an_alertmanager_webhook_opens_and_resolves_an_incident() {
     require_ready("Prometheus", &prometheus).await;
     require_ready("Alertmanager", &alertmanager).await;
 
-    let listeners = Listeners::bind(
-        "127.0.0.1:0".parse().expect("address"),
-        WEBHOOK_ADDR.parse().expect("address"),
-    )
-    .await
-    .unwrap_or_else(|error| {
-        panic!(
-            "the default Alertmanager config posts to {WEBHOOK_ADDR}, which must be free: {error}"
-        )
-    });
+    let listeners = Listeners::ephemeral().await.expect("loopback ports");
     let grpc_addr = listeners.grpc_addr();
+    let _alertmanager_config = TemporaryConfig::alertmanager(listeners.http_addr());
     // No scrape targets: whatever opens must come from the webhook.
     let config = fast_config(Duration::from_millis(500), "http://127.0.0.1:1");
     let shutdown = CancellationToken::new();
@@ -140,7 +162,7 @@ async fn an_alertmanager_webhook_opens_and_resolves_an_incident() {
         .expect("build task");
     let service = PaymentService::start(&build.binary).await;
     let name = format!("payment-service-it-{}", std::process::id());
-    let _prometheus_config = TemporaryPrometheusConfig::apply(service.addr, &name);
+    let _prometheus_config = TemporaryConfig::prometheus(service.addr, &name);
     let load = Load::start(service.addr, Duration::from_millis(5));
     load.set_mix(Mix::Everyone);
 
