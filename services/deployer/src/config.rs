@@ -94,8 +94,8 @@ pub struct CanaryDefaults {
 }
 
 /// The canary's memory check. During every analysis window the deployer reads the resident
-/// memory (RSS, `VmRSS` of `/proc/<pid>/status`) of the canary's and stable's processes every
-/// `sample_interval`, and fails the window when the canary leaks: its RSS grows (least-squares
+/// memory (RSS, `VmRSS` of `/proc/<pid>/status`, summed over each version's process and its
+/// descendants) of the canary and stable every `sample_interval`, and fails the window when the canary leaks: its RSS grows (least-squares
 /// slope over the window) faster than `max_growth_mib_per_s` and faster than stable's, by at least
 /// `min_growth_mib` over the window; or it ends the window more than `max_excess_mib` above
 /// stable's. A healthy fresh process grows by a fraction of a MiB while it warms up, then stays
