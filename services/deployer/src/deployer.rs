@@ -35,7 +35,8 @@ use crate::process::{
 use crate::rollout_log::RolloutLog;
 use crate::router::{RouterMetrics, Routes, ServiceRouter, Upstream};
 use crate::state::{
-    OutcomeKind, OutcomeRecord, RolloutRecord, ServiceRecord, StateStore, VersionRecord,
+    OutcomeKind, OutcomeRecord, RollbackRecord, RolloutRecord, ServiceRecord, StateStore,
+    VersionRecord,
 };
 
 /// Inconclusive windows (too little traffic) tolerated per step before one counts as a failure.
@@ -226,6 +227,17 @@ impl Deployer {
                 deploys
                     .entry(outcome.idempotency_key.clone())
                     .or_insert_with(|| replayed(outcome));
+            }
+        }
+        {
+            let mut rollbacks = self.rollbacks.lock().await;
+            for answer in &record.rollbacks {
+                rollbacks
+                    .entry(answer.idempotency_key.clone())
+                    .or_insert_with(|| RollbackOutcome {
+                        stable_version: answer.stable_version.clone(),
+                        rolled_back: answer.rolled_back,
+                    });
             }
         }
         record.public_address = state.router.public_addr.to_string();
@@ -457,6 +469,14 @@ impl Deployer {
             rolled_back,
         };
         if let Some(key) = request.idempotency_key {
+            let answer = RollbackRecord {
+                idempotency_key: key.clone(),
+                stable_version: outcome.stable_version.clone(),
+                rolled_back: outcome.rolled_back,
+                at: SystemTime::now(),
+            };
+            self.remember_or_log(&state, |r| r.answered_rollback(answer))
+                .await;
             self.rollbacks.lock().await.insert(key, outcome.clone());
         }
         Ok(outcome)

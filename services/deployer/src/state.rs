@@ -1,9 +1,9 @@
 //! What the deployer must remember across a crash, one JSON file per service in
 //! `<data_dir>/services/`, each replaced atomically: where its router listens, the source of its
 //! stable and previous versions, the rollout in flight, and the outcome of every finished rollout
-//! by idempotency key. A restarted deployer reads them to put the stable back behind the same
-//! public address, to close the rollout the crash interrupted as rolled back, and to answer a
-//! repeated Deploy with what happened the first time.
+//! and every rollback by idempotency key. A restarted deployer reads them to put the stable back
+//! behind the same public address, to close the rollout the crash interrupted as rolled back, and
+//! to answer a repeated Deploy or Rollback with what happened the first time.
 //!
 //! The records are written before the change they describe is reported to anyone: a rollout is
 //! recorded in flight before its task starts, a promotion or rollback with its outcome before its
@@ -58,6 +58,16 @@ pub(crate) struct OutcomeRecord {
     pub(crate) at: SystemTime,
 }
 
+/// The answer to a Rollback, kept under its idempotency key so that a retry after a deployer
+/// restart is answered the same way instead of rolling back once more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RollbackRecord {
+    pub(crate) idempotency_key: String,
+    pub(crate) stable_version: String,
+    pub(crate) rolled_back: bool,
+    pub(crate) at: SystemTime,
+}
+
 /// Everything remembered about one service.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ServiceRecord {
@@ -69,9 +79,22 @@ pub(crate) struct ServiceRecord {
     pub(crate) rollout: Option<RolloutRecord>,
     /// Oldest first, at most [`MAX_OUTCOMES`].
     pub(crate) outcomes: VecDeque<OutcomeRecord>,
+    /// Answered rollbacks, oldest first, at most [`MAX_OUTCOMES`] (absent in older records).
+    #[serde(default)]
+    pub(crate) rollbacks: VecDeque<RollbackRecord>,
 }
 
 impl ServiceRecord {
+    /// Remembers the answer to a rollback under its key.
+    pub(crate) fn answered_rollback(&mut self, answer: RollbackRecord) {
+        self.rollbacks
+            .retain(|r| r.idempotency_key != answer.idempotency_key);
+        self.rollbacks.push_back(answer);
+        while self.rollbacks.len() > MAX_OUTCOMES {
+            self.rollbacks.pop_front();
+        }
+    }
+
     /// Remembers a finished rollout under its key and clears the rollout in flight.
     pub(crate) fn finish(&mut self, outcome: Option<OutcomeRecord>) {
         self.rollout = None;
@@ -227,6 +250,12 @@ mod tests {
                 idempotency_key: Some("saga:deploy".into()),
             }),
             outcomes: VecDeque::from([outcome("k1")]),
+            rollbacks: VecDeque::from([RollbackRecord {
+                idempotency_key: "saga:rollback".into(),
+                stable_version: "r1-b".into(),
+                rolled_back: true,
+                at: SystemTime::UNIX_EPOCH,
+            }]),
         };
         store.write(&record).await.unwrap();
         std::fs::write(dir.path().join("services/broken.json"), "{").unwrap();
@@ -270,6 +299,24 @@ mod tests {
             record.outcomes.back().unwrap().idempotency_key,
             format!("k{}", MAX_OUTCOMES + 9)
         );
+    }
+
+    #[test]
+    fn a_record_written_before_rollbacks_were_kept_still_reads() {
+        let old = r#"{"service":"s","public_address":"127.0.0.1:1","stable":null,"previous":null,"rollout":null,"outcomes":[]}"#;
+        let record: ServiceRecord = serde_json::from_str(old).unwrap();
+        assert!(record.rollbacks.is_empty());
+        let mut record = record;
+        for i in 0..MAX_OUTCOMES + 3 {
+            let answer = RollbackRecord {
+                idempotency_key: format!("k{}", i % (MAX_OUTCOMES + 1)),
+                stable_version: "v".into(),
+                rolled_back: true,
+                at: SystemTime::UNIX_EPOCH,
+            };
+            record.answered_rollback(answer);
+        }
+        assert_eq!(record.rollbacks.len(), MAX_OUTCOMES);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The deployer binary killed with SIGKILL in the middle of a canary, then started again on the
 //! same data directory: the stable serves again behind the same public address, the processes
-//! the crash orphaned are gone, and the interrupted rollout answers as rolled back.
+//! the crash orphaned are gone, the interrupted rollout answers as rolled back, and repeated
+//! Deploy and Rollback calls get their first answers.
 
 mod common;
 
@@ -272,7 +273,7 @@ async fn a_deployer_killed_mid_canary_restores_stable_and_closes_the_rollout_as_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_promotion_is_remembered_across_a_restart() {
+async fn promotions_and_rollbacks_are_remembered_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = selfheal_scenario::build(
         &selfheal_scenario::examples_dir().join(SERVICE),
@@ -314,20 +315,35 @@ async fn a_promotion_is_remembered_across_a_restart() {
         status.previous_stable.map(|p| p.commit),
         Some(scenario.good_commit.clone())
     );
+    let rollback_request = pb::RollbackRequest {
+        service: SERVICE.into(),
+        reason: "after a restart".into(),
+        idempotency_key: "saga-9:rollback".into(),
+        ..Default::default()
+    };
     let rollback = second
         .client
-        .rollback(pb::RollbackRequest {
-            service: SERVICE.into(),
-            reason: "after a restart".into(),
-            ..Default::default()
-        })
+        .rollback(rollback_request.clone())
         .await
         .expect("rollback answers")
         .into_inner();
     assert!(rollback.rolled_back);
-    assert_eq!(
-        second.status().await.stable.unwrap().commit,
-        scenario.good_commit
-    );
-    second.stop().await;
+    let restored = second.status().await.stable.unwrap();
+    assert_eq!(restored.commit, scenario.good_commit);
+    second.kill().await;
+
+    // A caller retrying its rollback after another crash gets the first answer; nothing is
+    // rolled back twice (there is no previous stable left to go to).
+    let mut third = Deployer::start(grpc, &data).await;
+    let again = third
+        .client
+        .rollback(rollback_request)
+        .await
+        .expect("the repeated rollback is answered, not refused")
+        .into_inner();
+    assert_eq!(again, rollback);
+    let status = third.status().await;
+    assert_eq!(status.stable.as_ref().unwrap().version, restored.version);
+    assert!(status.previous_stable.is_none(), "{status:#?}");
+    third.stop().await;
 }
