@@ -649,8 +649,10 @@ impl SagaRun {
         self.analyze().await?;
         let confidence = self.report.as_ref().map_or(0.0, |r| r.confidence);
         if confidence < self.inner.saga.min_confidence {
+            // Rounded down, so that the figure shown is never at or above the minimum.
+            let shown = (confidence * 1e4).floor() / 1e4;
             return Ok(Flow::Escalate(format!(
-                "root-cause confidence {confidence:.2} is below the minimum {:.2}",
+                "root-cause confidence {shown} is below the minimum {}",
                 self.inner.saga.min_confidence
             )));
         }
