@@ -20,18 +20,21 @@ pub(crate) struct Output {
     pub(crate) metrics_out: Option<PathBuf>,
 }
 
-pub(crate) async fn run(options: DemoOptions, output: Output) -> ExitCode {
-    // Traces go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set: one trace per saga.
-    // The timeline is the demo's output; the services' own logs only show warnings unless
-    // RUST_LOG asks for more.
+/// Traces go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set: one trace per saga. The timeline
+/// is the demo's output; the services' own logs only show warnings unless RUST_LOG asks for more.
+fn telemetry() -> Result<selfheal_telemetry::TelemetryGuard, ExitCode> {
     let mut telemetry = selfheal_telemetry::TelemetryConfig::from_env("selfheal");
     telemetry.default_filter = "warn".to_owned();
-    let _telemetry = match selfheal_telemetry::init(&telemetry) {
+    selfheal_telemetry::init(&telemetry).map_err(|error| {
+        eprintln!("selfheal demo: {error}");
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) async fn run(options: DemoOptions, output: Output) -> ExitCode {
+    let _telemetry = match telemetry() {
         Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("selfheal demo: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if !output.json {
         println!(
@@ -84,6 +87,91 @@ pub(crate) async fn run(options: DemoOptions, output: Output) -> ExitCode {
         print_summary(&summary, output.verbose);
     }
     if summary.healed() && summary.audit_chain_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `selfheal demo --inject-failure NAME`: one scenario of the failure matrix with the demo's live
+/// timeline, then its verdict. Exits 0 when the reaction was the expected one, 1 when not, 64
+/// for a name the matrix does not have.
+pub(crate) async fn run_scenario(
+    name: &str,
+    work_dir: Option<PathBuf>,
+    output: Output,
+) -> ExitCode {
+    let Some(info) = selfheal::inject::MATRIX.iter().find(|s| s.name == name) else {
+        eprintln!(
+            "selfheal demo: --inject-failure {name:?} is not a scenario of the matrix; one of: {}",
+            selfheal::inject::names().join(", ")
+        );
+        return ExitCode::from(EX_CONFIG as u8);
+    };
+    let _telemetry = match telemetry() {
+        Ok(guard) => guard,
+        Err(code) => return code,
+    };
+    let (work, _temp) = match work_dir {
+        Some(dir) => (dir, None),
+        None => match tempfile::Builder::new()
+            .prefix("selfheal-demo-inject-")
+            .tempdir()
+        {
+            Ok(temp) => (temp.path().to_path_buf(), Some(temp)),
+            Err(error) => {
+                eprintln!("selfheal demo: cannot create a work directory: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if !output.json {
+        println!("selfheal demo: injecting {name}");
+        println!("expected reaction: {}", info.expected);
+        println!("(the first run builds the example; later runs reuse the build)\n");
+    }
+    let (sink, events) = mpsc::unbounded_channel();
+    let printer = tokio::spawn(print_timeline(
+        events,
+        !output.json,
+        output.verbose,
+        output.pace,
+    ));
+    let result = tokio::select! {
+        result = selfheal::inject::run_with_timeline(name, &work, sink) => result,
+        () = selfheal_service::ctrl_c_or_sigterm() => {
+            eprintln!("selfheal demo: interrupted");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = printer.await;
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("selfheal demo: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if output.json {
+        match serde_json::to_string_pretty(&outcome) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("selfheal demo: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut verdict = table(&["injected failure", "expected", "observed", "result", "time"]);
+        verdict.add_row([
+            outcome.scenario.clone(),
+            outcome.expected.clone(),
+            outcome.observed.clone(),
+            outcome.result.to_uppercase(),
+            format!("{:.1} s", outcome.seconds),
+        ]);
+        println!("\n{verdict}");
+    }
+    if outcome.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -190,8 +190,15 @@ pub(crate) async fn demo(
     overrides: Vec<String>,
     on_saga: Option<SagaHook>,
 ) -> Result<DemoSummary, String> {
-    let (sink, mut events) = mpsc::unbounded_channel::<TimelineEntry>();
-    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    // Shown to a person under `selfheal demo --inject-failure`, else dropped.
+    let (sink, drain) = match TIMELINE.try_with(Clone::clone) {
+        Ok(shown) => (shown, None),
+        Err(_) => {
+            let (sink, mut events) = mpsc::unbounded_channel::<TimelineEntry>();
+            let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+            (sink, Some(drain))
+        }
+    };
     let options = DemoOptions {
         work_dir: Some(work.to_path_buf()),
         timeout: Duration::from_secs(300),
@@ -200,8 +207,26 @@ pub(crate) async fn demo(
         ..Default::default()
     };
     let result = crate::demo::run(options, sink).await;
-    let _ = drain.await;
+    if let Some(drain) = drain {
+        let _ = drain.await;
+    }
     result.map_err(|error| error.to_string())
+}
+
+tokio::task_local! {
+    /// Where the demo runs of a scenario send their timeline when a person watches.
+    static TIMELINE: mpsc::UnboundedSender<TimelineEntry>;
+}
+
+/// Runs one scenario as [`run`] does, sending the live timeline of every demo run inside it to
+/// `timeline` (`selfheal demo --inject-failure`). Scenarios that start their own meshes without
+/// the demo show only their verdict.
+pub async fn run_with_timeline(
+    name: &str,
+    work: &Path,
+    timeline: mpsc::UnboundedSender<TimelineEntry>,
+) -> Result<Outcome, String> {
+    TIMELINE.scope(timeline, run(name, work)).await
 }
 
 pub(crate) fn gate_reasons(summary: &DemoSummary) -> Vec<&str> {
@@ -230,8 +255,8 @@ pub(crate) fn root_cause_confidence(summary: &DemoSummary) -> f64 {
 }
 
 /// The settings that inject a scenario's fault into the demo's mesh, for the scenarios whose
-/// fault is a setting (`selfheal demo --inject-failure` uses them too).
-pub fn injected_settings(name: &str) -> Option<Vec<String>> {
+/// fault is a setting.
+fn injected_settings(name: &str) -> Option<Vec<String>> {
     let settings: &[&str] = match name {
         // The smallest fix changes two lines; a one-line limit rejects every candidate.
         "safety_gate_rejection" => &["safety_gate.gate.max_changed_lines=1"],

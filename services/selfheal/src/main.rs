@@ -38,8 +38,8 @@ buggy version behind the deployer's router, and sends steady load. From then on 
 detect → analyse → localise → plan → patch → gate → canary 10→50→100 → verify. The demo prints the \
 timeline as it happens and a summary: MTTR from the first failing request to verified recovery with a \
 per-step breakdown, the error rate before and after, and the decisions taken.",
-        after_help = "Exit status: 0 when the service was healed and the audit chain verifies, 1 otherwise, \
-64 on bad settings. The first run builds the example (a minute or two); later runs reuse the build."
+        after_help = "Exit status: 0 when the service was healed and the audit chain verifies (with \
+--inject-failure: when the reaction was the expected one), 1 otherwise, 64 on bad settings. The first run builds the example (a minute or two); later runs reuse the build."
     )]
     Demo {
         /// Print the summary as one JSON object (status, mttr_seconds, error_rate_before,
@@ -73,9 +73,14 @@ per-step breakdown, the error rate before and after, and the decisions taken.",
         /// Override a setting of one service, e.g. `--set detector.detection.window=5s`.
         #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
         set: Vec<String>,
-        /// Show a failure scenario inside the demo: safety_gate_rejection, lock_store_unavailable,
-        /// graph_store_unavailable or no_fix_found (`selfheal inject` runs and judges them all).
-        #[arg(long, value_name = "NAME")]
+        /// Inject one scenario of the failure matrix (`selfheal inject --list` names all 20):
+        /// its fault goes into the demo, the live timeline shows the reaction, and the verdict
+        /// compares it with the expected one, as `selfheal inject --scenario NAME` judges it.
+        #[arg(
+            long,
+            value_name = "NAME",
+            conflicts_with_all = ["example", "set", "metrics_out", "rate", "timeout"]
+        )]
         inject_failure: Option<String>,
     },
     /// Run the failure-injection matrix: real faults in real processes, reactions judged from state.
@@ -327,36 +332,25 @@ fn main() -> ExitCode {
                 set,
                 inject_failure,
             } => {
-                let mut overrides = Vec::new();
-                if let Some(name) = inject_failure {
-                    match selfheal::inject::injected_settings(&name) {
-                        Some(settings) => overrides.extend(settings),
-                        None => {
-                            eprintln!(
-                                "selfheal demo: --inject-failure {name:?} is not a setting-injected scenario; \
-one of: safety_gate_rejection, lock_store_unavailable, graph_store_unavailable, no_fix_found"
-                            );
-                            return ExitCode::from(EX_CONFIG as u8);
-                        }
-                    }
-                }
-                overrides.extend(set);
-                let mut options = selfheal::demo::DemoOptions {
-                    work_dir,
-                    rate,
-                    timeout,
-                    overrides,
-                    ..Default::default()
-                };
-                if let Some(example) = example {
-                    options.example = example;
-                }
                 let output = demo_cli::Output {
                     json,
                     verbose,
                     pace: realtime.then_some(pace),
                     metrics_out,
                 };
+                if let Some(name) = inject_failure {
+                    return demo_cli::run_scenario(&name, work_dir, output).await;
+                }
+                let mut options = selfheal::demo::DemoOptions {
+                    work_dir,
+                    rate,
+                    timeout,
+                    overrides: set,
+                    ..Default::default()
+                };
+                if let Some(example) = example {
+                    options.example = example;
+                }
                 demo_cli::run(options, output).await
             }
             Command::Incidents(command) => incidents(command).await,

@@ -61,3 +61,65 @@ fn the_demo_heals_the_payment_service_and_the_audit_chain_verifies() {
     assert!(metrics.contains("selfheal_demo_mttr_seconds"), "{metrics}");
     assert!(metrics.contains("selfheal_demo_healed 1"), "{metrics}");
 }
+
+/// `--inject-failure` runs a scenario of the matrix with the live timeline, then its verdict.
+#[test]
+fn the_demo_shows_an_injected_failure_with_its_timeline_and_verdict() {
+    let work = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(["demo", "--inject-failure", "no_fix_found", "--work-dir"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("injecting no_fix_found"), "{stdout}");
+    assert!(
+        stdout.contains("low RCA confidence: escalate with the full report"),
+        "the expected reaction is shown: {stdout}"
+    );
+    let timeline: Vec<&str> = stdout
+        .lines()
+        .filter(|line| {
+            line.trim_start()
+                .split_once("s  ")
+                .is_some_and(|(t, _)| t.parse::<f64>().is_ok())
+        })
+        .collect();
+    assert!(
+        timeline.iter().any(|line| line.contains("escalat")),
+        "the timeline shows the saga escalating: {stdout}"
+    );
+    assert!(stdout.contains("PASS"), "the verdict: {stdout}");
+}
+
+#[test]
+fn an_injected_failure_outside_the_matrix_or_with_demo_settings_is_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(["demo", "--inject-failure", "cosmic_rays"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not a scenario of the matrix") && stderr.contains("memory_leak"),
+        "{stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args([
+            "demo",
+            "--inject-failure",
+            "memory_leak",
+            "--set",
+            "detector.detection.window=5s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a usage error from the parser"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot be used with"));
+}
