@@ -205,6 +205,12 @@ pub struct OrchestratorConfig {
     pub initial_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// An incident still open this long after the orchestrator acknowledged it is reported
+    /// again (Alertmanager's `repeat_interval`). The orchestrator retries it with a new saga when
+    /// the last one ended escalated or rolled back and a person has resumed automation. `0s`
+    /// reports once.
+    #[serde(with = "humantime_serde")]
+    pub repeat_interval: Duration,
 }
 
 impl Default for OrchestratorConfig {
@@ -215,6 +221,7 @@ impl Default for OrchestratorConfig {
             call_timeout: Duration::from_secs(5),
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            repeat_interval: Duration::from_secs(300),
         }
     }
 }

@@ -87,6 +87,7 @@ pub async fn run(
             initial: config.orchestrator.initial_backoff,
             max: config.orchestrator.max_backoff,
         },
+        config.orchestrator.repeat_interval,
         work.clone(),
     ));
 

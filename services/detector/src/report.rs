@@ -3,8 +3,13 @@
 //! Incidents are delivered in the order they opened. A failed call (any error: the orchestrator
 //! is down, answers UNIMPLEMENTED, or times out) leaves the incident at the head of the queue and
 //! is retried after a jittered, doubling backoff; nothing is dropped while the detector runs.
+//!
+//! An incident still open `repeat_interval` after its last acknowledgement is reported again,
+//! as Alertmanager repeats a firing alert: the orchestrator answers with the saga it already has,
+//! or, when that saga ended escalated or rolled back and a person has since resumed automation,
+//! starts a new one.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::detector::Detector;
-use crate::incident::Incident;
+use crate::incident::{Incident, Status};
 
 /// Why a report was not acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -41,24 +46,46 @@ impl Backoff {
     }
 }
 
-/// Delivers the incident ids arriving on `queue` until `shutdown`.
+/// Delivers the incident ids arriving on `queue` until `shutdown`, and reports again every
+/// incident still open `repeat_interval` after its last acknowledgement (`0s`: never).
 pub async fn deliver(
     sink: Arc<dyn IncidentSink>,
     detector: Detector,
     mut queue: mpsc::UnboundedReceiver<String>,
     backoff: Backoff,
+    repeat_interval: Duration,
     shutdown: CancellationToken,
 ) {
     let mut pending: VecDeque<String> = VecDeque::new();
+    let mut acknowledged: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut delay = backoff.initial;
     loop {
         if pending.is_empty() {
+            let next_repeat = acknowledged
+                .values()
+                .min()
+                .filter(|_| !repeat_interval.is_zero())
+                .map(|at| *at + repeat_interval);
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 id = queue.recv() => match id {
                     Some(id) => pending.push_back(id),
                     None => break,
                 },
+                () = sleep_until_some(next_repeat) => {
+                    let now = tokio::time::Instant::now();
+                    acknowledged.retain(|id, at| {
+                        let open = detector
+                            .incident(id)
+                            .is_some_and(|incident| incident.status == Status::Open);
+                        if open && *at + repeat_interval <= now {
+                            tracing::info!(incident_id = %id, "incident still open; reporting it again");
+                            pending.push_back(id.clone());
+                        }
+                        open
+                    });
+                    continue;
+                }
             }
         }
         while let Ok(id) = queue.try_recv() {
@@ -78,6 +105,7 @@ pub async fn deliver(
             Ok(()) => {
                 tracing::info!(%incident_id, "incident acknowledged by the orchestrator");
                 detector.metrics().reports_acknowledged.inc();
+                acknowledged.insert(incident_id, tokio::time::Instant::now());
                 pending.pop_front();
                 delay = backoff.initial;
             }
@@ -98,6 +126,14 @@ pub async fn deliver(
             unreported = pending.len(),
             "shutting down with incidents the orchestrator has not acknowledged"
         );
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -199,6 +235,7 @@ mod tests {
             detector.clone(),
             queue,
             backoff,
+            Duration::ZERO,
             shutdown.clone(),
         ));
         let started = tokio::time::Instant::now();
@@ -237,6 +274,64 @@ mod tests {
             );
         }
         assert!(started.elapsed() >= Duration::from_millis(1100));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_incident_still_open_is_reported_again_each_repeat_interval_until_it_resolves() {
+        let shutdown = CancellationToken::new();
+        let metrics = DetectorMetrics::register(&prometheus::Registry::new()).unwrap();
+        let (detector, queue) = Detector::new(
+            ScrapeSettings {
+                interval: Duration::from_secs(1),
+                detection: crate::config::DetectionConfig::default(),
+            },
+            Arc::new(NoSource),
+            metrics,
+            TaskTracker::new(),
+            shutdown.clone(),
+        );
+        let sink = Arc::new(FlakySink::default());
+        detector.raise(Source::Scrape, detection("a"));
+        let repeat = Duration::from_secs(10);
+        let task = tokio::spawn(deliver(
+            Arc::new(sink.clone()),
+            detector.clone(),
+            queue,
+            Backoff {
+                initial: Duration::from_millis(200),
+                max: Duration::from_millis(800),
+            },
+            repeat,
+            shutdown.clone(),
+        ));
+        let reports = || sink.acknowledged.lock().unwrap().len();
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while reports() < 3 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("reported, then reported again twice");
+        let calls = sink.calls.lock().unwrap().clone();
+        let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1].0 - w[0].0).collect();
+        assert!(
+            gaps.iter()
+                .all(|gap| *gap >= repeat && *gap < repeat + Duration::from_secs(1)),
+            "one report per repeat interval: {gaps:?}"
+        );
+        assert!(started.elapsed() >= repeat * 2);
+
+        detector.release(Source::Scrape, "a", Signal::ErrorRate);
+        let after_release = reports();
+        tokio::time::sleep(repeat * 3).await;
+        assert_eq!(
+            reports(),
+            after_release,
+            "a resolved incident is not reported again"
+        );
         shutdown.cancel();
         task.await.unwrap();
     }
