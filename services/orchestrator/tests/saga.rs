@@ -511,6 +511,9 @@ async fn a_rolled_back_saga_posts_the_report_and_pauses_the_service_until_acknow
         paused_saga.outcome
     );
     assert_eq!(h.fakes.calls("Deploy").len(), 1);
+    // The detector reporting the first incident again changes nothing while paused.
+    let repeated = h.report(incident("inc-rb1", "billing")).await;
+    assert_eq!(repeated.saga_id, first.saga_id);
     let acknowledged = h
         .client
         .approve(pb::ApproveRequest {
@@ -524,6 +527,16 @@ async fn a_rolled_back_saga_posts_the_report_and_pauses_the_service_until_acknow
     assert_eq!(acknowledged.state(), pb::SagaState::RolledBack);
     h.fakes
         .set(|b| b.deploy_outcome = pb::RolloutEventKind::Promoted);
+    // Once acknowledged, the still-failing incident reported again gets a new saga.
+    let retried = h.report(incident("inc-rb1", "billing")).await;
+    assert_ne!(retried.saga_id, first.saga_id);
+    assert!(!retried.joined);
+    h.wait_state(&retried.saga_id, pb::SagaState::Resolved)
+        .await;
+    assert_eq!(h.fakes.calls("Deploy").len(), 2);
+    // A resolved saga stands for its incident: reporting it again is answered, not acted on.
+    let again = h.report(incident("inc-rb1", "billing")).await;
+    assert_eq!(again.saga_id, retried.saga_id);
     let third = h.report(incident("inc-rb3", "billing")).await;
     h.wait_state(&third.saga_id, pb::SagaState::Resolved).await;
 }

@@ -521,11 +521,19 @@ impl Engine {
         let mut registry = inner.registry();
         if let Some(saga_id) = registry.by_incident.get(&incident.id) {
             let saga = &registry.sagas[saga_id];
-            let joined = saga.read(|data| data.view.incident_ids.first() != Some(&incident.id));
-            return Admission::Known(Reported {
-                saga_id: saga_id.clone(),
-                joined,
-            });
+            // A saga that handed the incident to a person, once the person resumed automation,
+            // no longer stands for it: the detector reports it again because it still fails, and
+            // it is handled afresh below. Anything else answers as before.
+            let retry = matches!(saga.state(), SagaState::Escalated | SagaState::RolledBack)
+                && !registry.blocked.contains_key(&saga.service);
+            if !retry {
+                let joined = saga.read(|data| data.view.incident_ids.first() != Some(&incident.id));
+                return Admission::Known(Reported {
+                    saga_id: saga_id.clone(),
+                    joined,
+                });
+            }
+            tracing::info!(%saga_id, incident_id = %incident.id, "incident still failing after its saga was acknowledged; handling it again");
         }
         if let Some(saga_id) = registry.running.get(&incident.service).cloned() {
             let saga = Arc::clone(&registry.sagas[&saga_id]);
