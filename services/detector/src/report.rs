@@ -206,11 +206,11 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn retries_with_growing_backoff_until_acknowledged_in_opening_order() {
-        let shutdown = CancellationToken::new();
+    fn detector_without_targets(
+        shutdown: &CancellationToken,
+    ) -> (Detector, mpsc::UnboundedReceiver<String>) {
         let metrics = DetectorMetrics::register(&prometheus::Registry::new()).unwrap();
-        let (detector, queue) = Detector::new(
+        Detector::new(
             ScrapeSettings {
                 interval: Duration::from_secs(1),
                 detection: crate::config::DetectionConfig::default(),
@@ -219,7 +219,13 @@ mod tests {
             metrics,
             TaskTracker::new(),
             shutdown.clone(),
-        );
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_with_growing_backoff_until_acknowledged_in_opening_order() {
+        let shutdown = CancellationToken::new();
+        let (detector, queue) = detector_without_targets(&shutdown);
         let sink = Arc::new(FlakySink {
             refusals_left: AtomicUsize::new(4),
             ..FlakySink::default()
@@ -281,17 +287,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_incident_still_open_is_reported_again_each_repeat_interval_until_it_resolves() {
         let shutdown = CancellationToken::new();
-        let metrics = DetectorMetrics::register(&prometheus::Registry::new()).unwrap();
-        let (detector, queue) = Detector::new(
-            ScrapeSettings {
-                interval: Duration::from_secs(1),
-                detection: crate::config::DetectionConfig::default(),
-            },
-            Arc::new(NoSource),
-            metrics,
-            TaskTracker::new(),
-            shutdown.clone(),
-        );
+        let (detector, queue) = detector_without_targets(&shutdown);
         let sink = Arc::new(FlakySink::default());
         detector.raise(Source::Scrape, detection("a"));
         let repeat = Duration::from_secs(10);

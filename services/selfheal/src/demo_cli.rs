@@ -31,6 +31,46 @@ fn telemetry() -> Result<selfheal_telemetry::TelemetryGuard, ExitCode> {
     })
 }
 
+/// Runs `work` with its timeline sink while the timeline prints; `None` when interrupted.
+async fn with_timeline<T>(
+    output: &Output,
+    work: impl FnOnce(mpsc::UnboundedSender<TimelineEntry>) -> T,
+) -> Option<T::Output>
+where
+    T: std::future::Future,
+{
+    let (sink, events) = mpsc::unbounded_channel();
+    let printer = tokio::spawn(print_timeline(
+        events,
+        !output.json,
+        output.verbose,
+        output.pace,
+    ));
+    let result = tokio::select! {
+        result = work(sink) => result,
+        () = selfheal_service::ctrl_c_or_sigterm() => {
+            eprintln!("selfheal demo: interrupted");
+            return None;
+        }
+    };
+    let _ = printer.await;
+    Some(result)
+}
+
+/// Prints `value` as pretty JSON; false (with the error said) when it cannot be encoded.
+fn print_json(value: &impl serde::Serialize) -> bool {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            true
+        }
+        Err(error) => {
+            eprintln!("selfheal demo: {error}");
+            false
+        }
+    }
+}
+
 pub(crate) async fn run(options: DemoOptions, output: Output) -> ExitCode {
     let _telemetry = match telemetry() {
         Ok(guard) => guard,
@@ -43,21 +83,10 @@ pub(crate) async fn run(options: DemoOptions, output: Output) -> ExitCode {
         );
         println!("(the first run builds the example; later runs reuse the build)\n");
     }
-    let (sink, events) = mpsc::unbounded_channel();
-    let printer = tokio::spawn(print_timeline(
-        events,
-        !output.json,
-        output.verbose,
-        output.pace,
-    ));
-    let result = tokio::select! {
-        result = selfheal::demo::run(options, sink) => result,
-        () = selfheal_service::ctrl_c_or_sigterm() => {
-            eprintln!("selfheal demo: interrupted");
-            return ExitCode::FAILURE;
-        }
+    let Some(result) = with_timeline(&output, |sink| selfheal::demo::run(options, sink)).await
+    else {
+        return ExitCode::FAILURE;
     };
-    let _ = printer.await;
     let summary = match result {
         Ok(summary) => summary,
         Err(error @ selfheal::demo::DemoError::Mesh(selfheal::mesh::MeshError::Config(_))) => {
@@ -76,12 +105,8 @@ pub(crate) async fn run(options: DemoOptions, output: Output) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if output.json {
-        match serde_json::to_string_pretty(&summary) {
-            Ok(text) => println!("{text}"),
-            Err(error) => {
-                eprintln!("selfheal demo: {error}");
-                return ExitCode::FAILURE;
-            }
+        if !print_json(&summary) {
+            return ExitCode::FAILURE;
         }
     } else {
         print_summary(&summary, output.verbose);
@@ -130,21 +155,13 @@ pub(crate) async fn run_scenario(
         println!("expected reaction: {}", info.expected);
         println!("(the first run builds the example; later runs reuse the build)\n");
     }
-    let (sink, events) = mpsc::unbounded_channel();
-    let printer = tokio::spawn(print_timeline(
-        events,
-        !output.json,
-        output.verbose,
-        output.pace,
-    ));
-    let result = tokio::select! {
-        result = selfheal::inject::run_with_timeline(name, &work, sink) => result,
-        () = selfheal_service::ctrl_c_or_sigterm() => {
-            eprintln!("selfheal demo: interrupted");
-            return ExitCode::FAILURE;
-        }
+    let Some(result) = with_timeline(&output, |sink| {
+        selfheal::inject::run_with_timeline(name, &work, sink)
+    })
+    .await
+    else {
+        return ExitCode::FAILURE;
     };
-    let _ = printer.await;
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) => {
@@ -153,22 +170,14 @@ pub(crate) async fn run_scenario(
         }
     };
     if output.json {
-        match serde_json::to_string_pretty(&outcome) {
-            Ok(text) => println!("{text}"),
-            Err(error) => {
-                eprintln!("selfheal demo: {error}");
-                return ExitCode::FAILURE;
-            }
+        if !print_json(&outcome) {
+            return ExitCode::FAILURE;
         }
     } else {
-        let mut verdict = table(&["injected failure", "expected", "observed", "result", "time"]);
-        verdict.add_row([
-            outcome.scenario.clone(),
-            outcome.expected.clone(),
-            outcome.observed.clone(),
-            outcome.result.to_uppercase(),
-            format!("{:.1} s", outcome.seconds),
-        ]);
+        let mut verdict = table(&selfheal::inject::Outcome::HEADINGS);
+        let mut cells = outcome.cells();
+        cells[3] = cells[3].to_uppercase();
+        verdict.add_row(cells);
         println!("\n{verdict}");
     }
     if outcome.passed() {

@@ -146,6 +146,20 @@ impl Outcome {
     pub fn passed(&self) -> bool {
         self.result == "pass"
     }
+
+    /// The headings of an outcome table, matching [`Self::cells`].
+    pub const HEADINGS: [&'static str; 5] = ["scenario", "expected", "observed", "result", "time"];
+
+    /// One row of an outcome table.
+    pub fn cells(&self) -> [String; 5] {
+        [
+            self.scenario.clone(),
+            self.expected.clone(),
+            self.observed.clone(),
+            self.result.clone(),
+            format!("{:.1} s", self.seconds),
+        ]
+    }
 }
 
 /// The scenario names, for `--help` and errors.

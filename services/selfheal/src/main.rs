@@ -588,15 +588,9 @@ async fn inject(
             return ExitCode::FAILURE;
         }
     } else {
-        let mut table = wide_table(["scenario", "expected", "observed", "result", "time"]);
+        let mut table = wide_table(Outcome::HEADINGS);
         for o in &outcomes {
-            table.add_row([
-                o.scenario.clone(),
-                o.expected.clone(),
-                o.observed.clone(),
-                o.result.clone(),
-                format!("{:.1} s", o.seconds),
-            ]);
+            table.add_row(o.cells());
         }
         println!("{table}");
         let passed = outcomes.iter().filter(|o| o.passed()).count();
