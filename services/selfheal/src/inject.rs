@@ -204,15 +204,21 @@ pub(crate) async fn demo(
     overrides: Vec<String>,
     on_saga: Option<SagaHook>,
 ) -> Result<DemoSummary, String> {
-    // Shown to a person under `selfheal demo --inject-failure`, else dropped.
-    let (sink, drain) = match TIMELINE.try_with(Clone::clone) {
-        Ok(shown) => (shown, None),
-        Err(_) => {
-            let (sink, mut events) = mpsc::unbounded_channel::<TimelineEntry>();
-            let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
-            (sink, Some(drain))
+    // Shown to a person under `selfheal demo --inject-failure` (on the scenario's clock), else
+    // dropped.
+    let watching = watcher();
+    let offset = watching
+        .as_ref()
+        .map_or(0.0, |(_, started)| started.elapsed().as_secs_f64());
+    let (sink, mut events) = mpsc::unbounded_channel::<TimelineEntry>();
+    let drain = tokio::spawn(async move {
+        while let Some(mut entry) = events.recv().await {
+            if let Some((shown, _)) = &watching {
+                entry.elapsed_seconds += offset;
+                let _ = shown.send(entry);
+            }
         }
-    };
+    });
     let options = DemoOptions {
         work_dir: Some(work.to_path_buf()),
         timeout: Duration::from_secs(300),
@@ -221,26 +227,59 @@ pub(crate) async fn demo(
         ..Default::default()
     };
     let result = crate::demo::run(options, sink).await;
-    if let Some(drain) = drain {
-        let _ = drain.await;
-    }
+    let _ = drain.await;
     result.map_err(|error| error.to_string())
 }
 
-tokio::task_local! {
-    /// Where the demo runs of a scenario send their timeline when a person watches.
-    static TIMELINE: mpsc::UnboundedSender<TimelineEntry>;
+/// Where a watched scenario's timeline goes, and when the scenario started. One scenario runs
+/// per process under `selfheal demo --inject-failure`, and its faults are injected from
+/// spawned tasks too, so this is process-wide rather than task-local.
+static WATCHER: std::sync::Mutex<Option<(mpsc::UnboundedSender<TimelineEntry>, Instant)>> =
+    std::sync::Mutex::new(None);
+
+fn watcher() -> Option<(mpsc::UnboundedSender<TimelineEntry>, Instant)> {
+    WATCHER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
-/// Runs one scenario as [`run`] does, sending the live timeline of every demo run inside it to
-/// `timeline` (`selfheal demo --inject-failure`). Scenarios that start their own meshes without
-/// the demo show only their verdict.
+/// Puts a line on the timeline of a watched scenario (what was injected, what was seen); does
+/// nothing when nobody watches.
+pub(crate) fn note(step: &str, message: impl Into<String>) {
+    if let Some((sink, started)) = watcher() {
+        let _ = sink.send(TimelineEntry {
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            step: step.to_owned(),
+            message: message.into(),
+            details: Vec::new(),
+        });
+    }
+}
+
+/// Clears the watcher when the watched run ends, however it ends, so the timeline closes.
+struct Watching;
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        *WATCHER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+/// Runs one scenario as [`run`] does, sending its timeline to `timeline`
+/// (`selfheal demo --inject-failure`): every demo run inside it, and the faults it injects.
 pub async fn run_with_timeline(
     name: &str,
     work: &Path,
     timeline: mpsc::UnboundedSender<TimelineEntry>,
 ) -> Result<Outcome, String> {
-    TIMELINE.scope(timeline, run(name, work)).await
+    *WATCHER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((timeline, Instant::now()));
+    let _watching = Watching;
+    run(name, work).await
 }
 
 pub(crate) fn gate_reasons(summary: &DemoSummary) -> Vec<&str> {
@@ -574,8 +613,9 @@ pub(crate) async fn canary_variant(
     }
     let example = selfheal_scenario::examples_dir().join(crate::demo::SERVICE);
     let variant = variant.to_owned();
-    let scenario = tokio::task::spawn_blocking(move || {
-        selfheal_scenario::build_variant(&example, &variant, &repo)
+    let scenario = tokio::task::spawn_blocking({
+        let variant = variant.clone();
+        move || selfheal_scenario::build_variant(&example, &variant, &repo)
     })
     .await
     .map_err(|e| e.to_string())?
@@ -603,6 +643,13 @@ pub(crate) async fn canary_variant(
         };
         tokio::spawn(async move { crate::load::run(&plan, stop, |_| {}).await })
     };
+    note(
+        "inject",
+        format!(
+            "the {variant} release {} shipped as a canary (10 → 50 → 100 %) under 100 req/s",
+            &scenario.bad_commit[..10.min(scenario.bad_commit.len())]
+        ),
+    );
     let rollout = async {
         let mut stream = deployer
             .deploy(pb::DeployRequest {
@@ -631,6 +678,21 @@ pub(crate) async fn canary_variant(
             .into_inner();
         let mut events = Vec::new();
         while let Some(response) = stream.message().await.map_err(|s| s.to_string())? {
+            if let Some(event) = &response.event {
+                note(
+                    "deploy",
+                    format!(
+                        "rollout {}: {}% {} {}",
+                        event
+                            .kind()
+                            .as_str_name()
+                            .trim_start_matches("ROLLOUT_EVENT_KIND_"),
+                        event.canary_weight,
+                        event.version,
+                        event.message
+                    ),
+                );
+            }
             events.extend(response.event);
         }
         Ok::<_, String>(events)

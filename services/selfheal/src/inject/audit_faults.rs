@@ -84,9 +84,20 @@ async fn audit_store_unavailable(work: PathBuf) -> Result<(bool, String), String
             );
             Box::pin(async move {
                 proxy.cut();
+                super::note(
+                    "inject",
+                    "the audit service's link to Elasticsearch is cut while the saga runs",
+                );
                 let _ = wait_deploy_ended(&started, &spool, &peak).await;
                 peak.fetch_max(spooled_lines(&spool), Ordering::SeqCst);
                 proxy.restore();
+                super::note(
+                    "inject",
+                    format!(
+                        "link to Elasticsearch restored after the deploy step ({} records spooled)",
+                        peak.load(Ordering::SeqCst)
+                    ),
+                );
                 restored.store(true, Ordering::SeqCst);
             })
         }))
@@ -470,6 +481,10 @@ async fn audit_log_corruption(work: PathBuf) -> Result<(bool, String), String> {
         ));
     }
     let broken = alter_one_record(&work.join("audit"))?;
+    super::note(
+        "inject",
+        format!("one byte of audit record {broken} changed in the audit file"),
+    );
     let webhook = Webhook::start().await?;
     let mut overrides = crate::demo::demo_settings(&work);
     overrides.push(format!(

@@ -194,6 +194,7 @@ async fn flap(
     let url = format!("http://{webhook}{}", selfheal_detector::webhook::PATH);
     for n in 0..FIRINGS * 2 - 1 {
         let status = if n % 2 == 0 { "firing" } else { "resolved" };
+        super::note("inject", format!("Alertmanager posts the alert {status}"));
         let response = http
             .post(&url)
             .json(&flapping_payload(status))
@@ -413,6 +414,13 @@ async fn cascade(
     .await
     .map_err(|e| e.to_string())??;
     let bad_version = deploy(&mut deployer, ROOT, &root_link.repo, &bad).await?;
+    super::note(
+        "inject",
+        format!(
+            "buggy release {bad_version} of {ROOT}, at the end of the chain {}",
+            CHAIN.join(" → ")
+        ),
+    );
     let at_fault = probe.counts().await;
 
     // The root's saga, and any saga an upstream link opened, to their ends.

@@ -209,6 +209,7 @@ async fn run_crash(
         ..Default::default()
     };
     let saga_id = report(&mut orchestrator, &incident).await?;
+    super::note("saga", format!("incident reported; saga {saga_id} started"));
 
     // SIGKILL while the step runs.
     let step = match crash {
@@ -234,11 +235,19 @@ async fn run_crash(
     if let Some(child) = children.pop() {
         child.kill().await;
     }
+    super::note(
+        "inject",
+        format!("SIGKILL of orchestrator {first} during the {step} step"),
+    );
     children.push(super::Served::spawn(
         "orchestrator",
         &orchestrator_args(work, mesh, &address, second, redis, prefix),
         &work.join("orchestrator-2.log"),
     )?);
+    super::note(
+        "inject",
+        format!("orchestrator {second} started on the same address"),
+    );
     let finished = poll_saga(&mut orchestrator, &saga_id, Duration::from_secs(180), |s| {
         crate::demo::is_terminal(s.state)
     })

@@ -289,6 +289,13 @@ async fn kill_the_canary(
         .ok_or_else(|| format!("the canary's pid {} is not a process id", canary.pid))?;
     rustix::process::kill_process(pid, rustix::process::Signal::KILL)
         .map_err(|e| format!("kill -KILL {}: {e}", canary.pid))?;
+    super::note(
+        "inject",
+        format!(
+            "SIGKILL of the canary {} (pid {}) at {}% of traffic",
+            canary.version, canary.pid, canary.weight
+        ),
+    );
     lock(seen).killed = Some((canary.version.clone(), canary.pid, canary.weight));
     // The deployer rolls back within milliseconds, and the saga may end (and the demo stop the
     // mesh) a few milliseconds later: read the routes without pausing between calls.
@@ -659,7 +666,11 @@ async fn crash_the_deployer(
             })
             .await
         {
-            Ok(response) => break response.into_inner().saga_id,
+            Ok(response) => {
+                let saga_id = response.into_inner().saga_id;
+                super::note("saga", format!("incident reported; saga {saga_id} started"));
+                break saga_id;
+            }
             Err(status) if Instant::now() > until => {
                 return Err(format!(
                     "the orchestrator did not take the incident: {status}"
@@ -698,12 +709,23 @@ async fn crash_the_deployer(
     if let Some(killed) = processes.deployer.take() {
         killed.kill().await;
     }
+    super::note(
+        "inject",
+        format!(
+            "SIGKILL of the deployer while the canary {} takes {}% of traffic",
+            canary.version, canary.weight
+        ),
+    );
     let down_at = probe.counts().await;
     processes.deployer = Some(super::Served::spawn(
         "deployer",
         &deployer_settings,
         &work.join("deployer-2.log"),
     )?);
+    super::note(
+        "inject",
+        "the deployer started again on the same data directory",
+    );
 
     let until = Instant::now() + Duration::from_secs(240);
     let saga = loop {
