@@ -139,19 +139,44 @@ fn gone(pid: u32) -> bool {
     })
 }
 
+/// The scenario repository, the deployer's data directory and its fixed gRPC address, the same
+/// for every run of the binary in one test.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    scenario: selfheal_scenario::Scenario,
+    data: std::path::PathBuf,
+    grpc: SocketAddr,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let scenario = selfheal_scenario::build(
+            &selfheal_scenario::examples_dir().join(SERVICE),
+            &dir.path().join("repo"),
+        )
+        .expect("scenario builds");
+        let grpc = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        Self {
+            data: dir.path().join("data"),
+            _dir: dir,
+            scenario,
+            grpc,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployer_killed_mid_canary_restores_stable_and_closes_the_rollout_as_rolled_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = selfheal_scenario::build(
-        &selfheal_scenario::examples_dir().join(SERVICE),
-        &dir.path().join("repo"),
-    )
-    .expect("scenario builds");
-    let data = dir.path().join("data");
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let Fixture {
+        _dir,
+        scenario,
+        data,
+        grpc,
+    } = Fixture::new();
 
     let mut first = Deployer::start(grpc, &data).await;
     let mut direct = request(
@@ -274,17 +299,12 @@ async fn a_deployer_killed_mid_canary_restores_stable_and_closes_the_rollout_as_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promotions_and_rollbacks_are_remembered_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = selfheal_scenario::build(
-        &selfheal_scenario::examples_dir().join(SERVICE),
-        &dir.path().join("repo"),
-    )
-    .expect("scenario builds");
-    let data = dir.path().join("data");
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let Fixture {
+        _dir,
+        scenario,
+        data,
+        grpc,
+    } = Fixture::new();
     let mut first = Deployer::start(grpc, &data).await;
     let mut good = request(
         &scenario.repo,

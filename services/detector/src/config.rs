@@ -311,6 +311,16 @@ impl Validate for Config {
             orchestrator.max_backoff >= orchestrator.initial_backoff,
             || "orchestrator.max_backoff must be at least initial_backoff".into(),
         );
+        problems.check(
+            orchestrator.repeat_interval.is_zero()
+                || orchestrator.repeat_interval >= Duration::from_secs(1),
+            || {
+                format!(
+                    "orchestrator.repeat_interval must be 0s (report once) or at least 1s (got {:?})",
+                    orchestrator.repeat_interval
+                )
+            },
+        );
         problems.check(self.webhook.max_body_bytes >= 1024, || {
             "webhook.max_body_bytes must be at least 1024".into()
         });
@@ -354,5 +364,20 @@ mod tests {
         assert!(text.contains("close_below"), "{text}");
         assert!(text.contains("detection.window"), "{text}");
         assert!(text.contains("scrape.targets[0]"), "{text}");
+    }
+
+    #[test]
+    fn a_repeat_interval_is_off_or_at_least_a_second() {
+        let check = |interval: Duration| {
+            let mut config = Config::default();
+            config.orchestrator.repeat_interval = interval;
+            let mut problems = Problems::default();
+            config.validate(&mut problems);
+            problems.into_vec().join("\n")
+        };
+        assert!(check(Duration::ZERO).is_empty());
+        assert!(check(Duration::from_secs(1)).is_empty());
+        assert!(check(Duration::from_secs(1000 * 365 * 86_400)).is_empty());
+        assert!(check(Duration::from_millis(5)).contains("orchestrator.repeat_interval"));
     }
 }

@@ -65,7 +65,8 @@ pub async fn deliver(
                 .values()
                 .min()
                 .filter(|_| !repeat_interval.is_zero())
-                .map(|at| *at + repeat_interval);
+                // An interval past the clock's range (`1000y`) means never.
+                .and_then(|at| at.checked_add(repeat_interval));
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 id = queue.recv() => match id {
@@ -78,7 +79,7 @@ pub async fn deliver(
                         let open = detector
                             .incident(id)
                             .is_some_and(|incident| incident.status == Status::Open);
-                        if open && *at + repeat_interval <= now {
+                        if open && at.checked_add(repeat_interval).is_some_and(|due| due <= now) {
                             tracing::info!(incident_id = %id, "incident still open; reporting it again");
                             pending.push_back(id.clone());
                         }

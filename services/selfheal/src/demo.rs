@@ -315,10 +315,7 @@ struct Clients {
 impl Clients {
     fn connect(mesh: &RunningMesh) -> Result<Self, DemoError> {
         let channel = |service: &'static str| {
-            let url = mesh
-                .endpoint(service)
-                .map(crate::mesh::Endpoint::grpc_url)
-                .unwrap_or_default();
+            let url = mesh.grpc_url(service);
             selfheal_telemetry::connect_lazy(&url, Duration::from_secs(5)).map_err(|error| {
                 DemoError::Step {
                     step: "setup",
@@ -393,14 +390,7 @@ async fn drive(
         stop.clone(),
     ));
     let probe = LoadProbe::new();
-    let load_plan = LoadPlan {
-        target: format!("http://{public}"),
-        rate: options.rate,
-        duration: options.timeout,
-        concurrency: 64,
-        customers: 1000,
-        timeout: Duration::from_secs(5),
-    };
+    let load_plan = LoadPlan::steady(format!("http://{public}"), options.rate, options.timeout);
     let load = {
         let probe = probe.clone();
         let stop = stop.clone();

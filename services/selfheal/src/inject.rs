@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use selfheal_proto::v1 as pb;
 use selfheal_proto::v1::deployer_client::DeployerClient;
 use selfheal_proto::v1::orchestrator_client::OrchestratorClient;
+use selfheal_telemetry::TracedChannel;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -347,6 +348,15 @@ pub(crate) async fn fresh_mesh(
             std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
     }
+    mesh_on(work, extra).await
+}
+
+/// A mesh with the demo's settings plus `extra`, on whatever stores `work` already holds (a
+/// restart of the mesh on the same data).
+pub(crate) async fn mesh_on(
+    work: &Path,
+    extra: Vec<String>,
+) -> Result<crate::mesh::RunningMesh, String> {
     let mut overrides = crate::demo::demo_settings(work);
     overrides.extend(extra);
     crate::mesh::start(crate::mesh::MeshOptions {
@@ -598,6 +608,91 @@ pub(crate) struct VariantCanary {
     pub load: crate::load::LoadSummary,
 }
 
+/// An open error-rate incident of the demo's service, as the detector reports it three seconds
+/// after the failure began; its id starts with `prefix` and is unique to this run.
+pub(crate) fn demo_incident(prefix: &str) -> pb::Incident {
+    let now = std::time::SystemTime::now();
+    pb::Incident {
+        id: format!("{prefix}-{}", audit_faults::uuid_like()),
+        fingerprint: format!("{}:error_rate", crate::demo::SERVICE),
+        service: crate::demo::SERVICE.into(),
+        signal: pb::SignalKind::ErrorRate.into(),
+        severity: pb::Severity::Critical.into(),
+        status: pb::IncidentStatus::Open.into(),
+        observed_value: 0.15,
+        threshold: 0.05,
+        first_bad_at: Some((now - Duration::from_secs(3)).into()),
+        opened_at: Some(now.into()),
+        summary: format!("error rate above 5% on {}", crate::demo::SERVICE),
+        ..Default::default()
+    }
+}
+
+/// Reports `incident`, retrying while the orchestrator starts.
+pub(crate) async fn report_incident(
+    orchestrator: &mut OrchestratorClient<TracedChannel>,
+    incident: &pb::Incident,
+) -> Result<String, String> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match orchestrator
+            .report_incident(pb::ReportIncidentRequest {
+                incident: Some(incident.clone()),
+            })
+            .await
+        {
+            Ok(response) => return Ok(response.into_inner().saga_id),
+            Err(status) if tokio::time::Instant::now() >= until => {
+                return Err(format!(
+                    "the orchestrator did not take the incident: {status}"
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Polls the saga (through restarts of its orchestrator) until `done` holds.
+pub(crate) async fn poll_saga(
+    orchestrator: &mut OrchestratorClient<TracedChannel>,
+    saga_id: &str,
+    deadline: Duration,
+    done: impl Fn(&pb::Saga) -> bool,
+) -> Option<pb::Saga> {
+    let until = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < until {
+        if let Ok(response) = orchestrator
+            .get_saga(pb::GetSagaRequest {
+                id: saga_id.to_owned(),
+            })
+            .await
+            && let Some(saga) = response.into_inner().saga
+            && done(&saga)
+        {
+            return Some(saga);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Every audit record of `saga_id`, in order.
+pub(crate) async fn saga_records(
+    audit: &mut selfheal_proto::v1::audit_client::AuditClient<TracedChannel>,
+    saga_id: &str,
+) -> Result<Vec<pb::AuditRecord>, String> {
+    Ok(audit
+        .query(pb::QueryRequest {
+            saga_id: saga_id.to_owned(),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| format!("audit Query: {status}"))?
+        .into_inner()
+        .records)
+}
+
 /// Builds `variant` of the payment-service example, releases its good commit through the
 /// deployer at `deployer_url`, sends the demo's load through the router, and ships the bad
 /// commit as a canary (10 → 50 → 100 %, 3 s analysis windows) under the idempotency `key`.
@@ -634,12 +729,12 @@ pub(crate) async fn canary_variant(
     let load = {
         let stop = stop.clone();
         let plan = crate::load::LoadPlan {
-            target: format!("http://{public}"),
-            rate: 100,
-            duration: Duration::from_secs(300),
             concurrency: 256,
-            customers: 1000,
-            timeout: Duration::from_secs(5),
+            ..crate::load::LoadPlan::steady(
+                format!("http://{public}"),
+                100,
+                Duration::from_secs(300),
+            )
         };
         tokio::spawn(async move { crate::load::run(&plan, stop, |_| {}).await })
     };
@@ -721,10 +816,7 @@ pub(crate) async fn canary_variant(
 /// A release whose new code hangs for some customers, shipped as a canary.
 async fn infinite_loop(work: std::path::PathBuf) -> Result<(bool, String), String> {
     let mesh = fresh_mesh(&work, vec!["deployer.router.upstream_timeout=1s".into()]).await?;
-    let url = mesh
-        .endpoint("deployer")
-        .map(crate::mesh::Endpoint::grpc_url)
-        .unwrap_or_default();
+    let url = mesh.grpc_url("deployer");
     let result = canary_variant(&work, &url, "loop", "inject-infinite-loop").await;
     let _ = mesh.stop().await;
     let canary = result?;

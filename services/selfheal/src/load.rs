@@ -26,6 +26,21 @@ pub struct LoadPlan {
     pub timeout: Duration,
 }
 
+impl LoadPlan {
+    /// The demo's steady traffic: `rate` requests a second to `target` for `duration`, 64 in
+    /// flight at most, over 1000 customers, each request allowed 5 s.
+    pub fn steady(target: impl Into<String>, rate: u32, duration: Duration) -> Self {
+        Self {
+            target: target.into(),
+            rate,
+            duration,
+            concurrency: 64,
+            customers: 1000,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Counts and latency of a run (or of one progress interval).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LoadSummary {

@@ -100,6 +100,13 @@ impl RunningMesh {
             .find(|endpoint| endpoint.service == service)
     }
 
+    /// `http://host:port` of `service`'s gRPC server; empty for a service the mesh lacks.
+    pub fn grpc_url(&self, service: &str) -> String {
+        self.endpoint(service)
+            .map(Endpoint::grpc_url)
+            .unwrap_or_default()
+    }
+
     /// Resolves when any service stops on its own (which it should only do on failure).
     pub async fn any_stopped(&mut self) -> Result<(), MeshError> {
         match self.tasks.join_next().await {

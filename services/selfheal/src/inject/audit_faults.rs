@@ -198,16 +198,7 @@ async fn judge_spool(
             .await
             .map_err(|status| format!("audit Verify: {status}"))?
             .into_inner();
-        let records = client
-            .query(pb::QueryRequest {
-                saga_id: s.saga_id.clone(),
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await
-            .map_err(|status| format!("audit Query: {status}"))?
-            .into_inner()
-            .records;
+        let records = super::saga_records(&mut client, &s.saga_id).await?;
         let in_elasticsearch = count_saga_documents(elasticsearch, index, &s.saga_id).await?;
         let position = |kind: pb::RecordKind, step: &str| {
             records
@@ -486,20 +477,14 @@ async fn audit_log_corruption(work: PathBuf) -> Result<(bool, String), String> {
         format!("one byte of audit record {broken} changed in the audit file"),
     );
     let webhook = Webhook::start().await?;
-    let mut overrides = crate::demo::demo_settings(&work);
-    overrides.push(format!(
-        "orchestrator.escalation.webhook_url={}",
-        webhook.url
-    ));
-    let mesh = crate::mesh::start(crate::mesh::MeshOptions {
-        host: std::net::Ipv4Addr::LOCALHOST.into(),
-        base_port: 0,
-        config_file: None,
-        overrides,
-        env: &selfheal_service::ProcessEnv,
-    })
-    .await
-    .map_err(|e| e.to_string());
+    let mesh = super::mesh_on(
+        &work,
+        vec![format!(
+            "orchestrator.escalation.webhook_url={}",
+            webhook.url
+        )],
+    )
+    .await;
     let mesh = match mesh {
         Ok(mesh) => mesh,
         Err(error) => {
@@ -518,63 +503,27 @@ async fn report_after_corruption(
     webhook: &Webhook,
     broken: u64,
 ) -> Result<(bool, String), String> {
-    let url = |service: &str| {
-        mesh.endpoint(service)
-            .map(crate::mesh::Endpoint::grpc_url)
-            .unwrap_or_default()
-    };
+    let url = |service: &str| mesh.grpc_url(service);
     let channel = |service: &str| {
         selfheal_telemetry::connect_lazy(&url(service), Duration::from_secs(5))
             .map_err(|e| e.to_string())
     };
     let mut orchestrator = OrchestratorClient::new(channel("orchestrator")?);
     let mut audit = AuditClient::new(channel("audit")?);
-    let incident = pb::Incident {
-        id: format!("inject-corruption-{}", uuid_like()),
-        fingerprint: format!("{}:error_rate", crate::demo::SERVICE),
-        service: crate::demo::SERVICE.into(),
-        signal: pb::SignalKind::ErrorRate.into(),
-        severity: pb::Severity::Critical.into(),
-        summary: "error rate above threshold again".into(),
-        ..Default::default()
-    };
     // The orchestrator answers once it has read the journal at start-up.
-    let mut answer = None;
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    while answer.is_none() && tokio::time::Instant::now() < until {
-        match orchestrator
-            .report_incident(pb::ReportIncidentRequest {
-                incident: Some(incident.clone()),
-            })
-            .await
-        {
-            Ok(response) => answer = Some(response.into_inner()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    let answer = answer.ok_or("the orchestrator never took the incident")?;
-    let mut saga = None;
-    let mut settled = false;
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !settled && tokio::time::Instant::now() < until {
-        saga = orchestrator
-            .get_saga(pb::GetSagaRequest {
-                id: answer.saga_id.clone(),
-            })
-            .await
-            .ok()
-            .and_then(|r| r.into_inner().saga);
-        settled = saga.as_ref().is_some_and(|s| {
-            !matches!(
-                pb::SagaState::try_from(s.state),
-                Ok(pb::SagaState::Detected | pb::SagaState::Unspecified) | Err(_)
-            )
-        });
-        if !settled {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let saga = saga.ok_or("the orchestrator does not know the incident's saga")?;
+    let saga_id = super::report_incident(
+        &mut orchestrator,
+        &super::demo_incident("inject-corruption"),
+    )
+    .await?;
+    let saga = super::poll_saga(&mut orchestrator, &saga_id, Duration::from_secs(30), |s| {
+        !matches!(
+            pb::SagaState::try_from(s.state),
+            Ok(pb::SagaState::Detected | pb::SagaState::Unspecified) | Err(_)
+        )
+    })
+    .await
+    .ok_or("the incident's saga did not get past DETECTED")?;
     let verify = audit
         .verify(pb::VerifyChainRequest {})
         .await
@@ -587,8 +536,7 @@ async fn report_after_corruption(
             .any(|r| r["broken_record"]["sequence"] == broken)
     })
     .await;
-    let halted = settled
-        && saga.state == pb::SagaState::Escalated as i32
+    let halted = saga.state == pb::SagaState::Escalated as i32
         && saga.steps.is_empty()
         && saga.outcome.contains("automation halted");
     let ok = !verify.ok && verify.first_broken_sequence == broken && halted && alerted;
@@ -599,7 +547,7 @@ async fn report_after_corruption(
             if verify.ok { "PASSED" } else { "failed" },
             verify.first_broken_sequence,
             verify.reason(),
-            answer.saga_id,
+            saga_id,
             crate::demo::saga_state(saga.state),
             saga.steps.len(),
             if saga.outcome.contains("automation halted") {

@@ -105,10 +105,7 @@ struct Clients {
 impl Clients {
     fn connect(mesh: &RunningMesh) -> Result<Self, String> {
         let channel = |service: &str| {
-            let url = mesh
-                .endpoint(service)
-                .map(crate::mesh::Endpoint::grpc_url)
-                .unwrap_or_default();
+            let url = mesh.grpc_url(service);
             selfheal_telemetry::connect_lazy(&url, Duration::from_secs(10))
                 .map_err(|error| format!("cannot connect to {service} at {url}: {error}"))
         };
@@ -156,14 +153,11 @@ async fn drive(options: &ChaosOptions, mesh: &RunningMesh) -> Result<ChaosReport
     ));
     let load = {
         let stop = stop.clone();
-        let plan = crate::load::LoadPlan {
-            target: format!("http://{public}"),
-            rate: 100,
-            duration: options.duration + SETTLE + Duration::from_secs(60),
-            concurrency: 64,
-            customers: 1000,
-            timeout: Duration::from_secs(5),
-        };
+        let plan = crate::load::LoadPlan::steady(
+            format!("http://{public}"),
+            100,
+            options.duration + SETTLE + Duration::from_secs(60),
+        );
         tokio::spawn(async move { crate::load::run(&plan, stop, |_| {}).await })
     };
     let on_call = tokio::spawn(acknowledge_escalations(

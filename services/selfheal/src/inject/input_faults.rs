@@ -303,11 +303,7 @@ async fn cascade(
     mesh: &crate::mesh::RunningMesh,
     stop: &CancellationToken,
 ) -> Result<(bool, String), String> {
-    let url = |service: &str| {
-        mesh.endpoint(service)
-            .map(crate::mesh::Endpoint::grpc_url)
-            .unwrap_or_default()
-    };
+    let url = |service: &str| mesh.grpc_url(service);
     let mut deployer = DeployerClient::new(connect(&url("deployer"))?);
     let detector = DetectorClient::new(connect(&url("detector"))?);
     let mut orchestrator = OrchestratorClient::new(connect(&url("orchestrator"))?);
@@ -384,14 +380,7 @@ async fn cascade(
     let probe = crate::load::LoadProbe::new();
     let load = {
         let (probe, stop) = (probe.clone(), stop.clone());
-        let plan = crate::load::LoadPlan {
-            target: checkout_public,
-            rate: 100,
-            duration: Duration::from_secs(600),
-            concurrency: 64,
-            customers: 1000,
-            timeout: Duration::from_secs(5),
-        };
+        let plan = crate::load::LoadPlan::steady(checkout_public, 100, Duration::from_secs(600));
         tokio::spawn(async move {
             crate::load::run_probed_on(&plan, "/work", stop, &probe, |_| {}).await
         })

@@ -54,11 +54,7 @@ fn orchestrator_args(
     redis: &str,
     prefix: &str,
 ) -> Vec<String> {
-    let url = |service: &str| {
-        mesh.endpoint(service)
-            .map(crate::mesh::Endpoint::grpc_url)
-            .unwrap_or_default()
-    };
+    let url = |service: &str| mesh.grpc_url(service);
     let mut settings: Vec<String> = crate::demo::demo_settings(work)
         .into_iter()
         .filter(|s| s.starts_with("orchestrator."))
@@ -141,11 +137,7 @@ async fn run_crash(
     stop: &CancellationToken,
     children: &mut Vec<super::Served>,
 ) -> Result<(bool, String), String> {
-    let url = |service: &str| {
-        mesh.endpoint(service)
-            .map(crate::mesh::Endpoint::grpc_url)
-            .unwrap_or_default()
-    };
+    let url = |service: &str| mesh.grpc_url(service);
     let mut deployer = DeployerClient::new(connect(&url("deployer"))?);
     let mut audit = AuditClient::new(connect(&url("audit"))?);
 
@@ -168,14 +160,11 @@ async fn run_crash(
         .public_address;
     let load = {
         let stop = stop.clone();
-        let plan = crate::load::LoadPlan {
-            target: format!("http://{public}"),
-            rate: 100,
-            duration: Duration::from_secs(600),
-            concurrency: 64,
-            customers: 1000,
-            timeout: Duration::from_secs(5),
-        };
+        let plan = crate::load::LoadPlan::steady(
+            format!("http://{public}"),
+            100,
+            Duration::from_secs(600),
+        );
         tokio::spawn(async move { crate::load::run(&plan, stop, |_| {}).await })
     };
 
@@ -193,22 +182,8 @@ async fn run_crash(
 
     // Let the failure show for a few seconds, as the detector would, then report it.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let now = std::time::SystemTime::now();
-    let incident = pb::Incident {
-        id: format!("inject-crash-{}", uuid_like()),
-        fingerprint: format!("{SERVICE}:error_rate"),
-        service: SERVICE.into(),
-        signal: pb::SignalKind::ErrorRate.into(),
-        severity: pb::Severity::Critical.into(),
-        status: pb::IncidentStatus::Open.into(),
-        observed_value: 0.15,
-        threshold: 0.05,
-        first_bad_at: Some((now - Duration::from_secs(3)).into()),
-        opened_at: Some(now.into()),
-        summary: format!("error rate above 5% on {SERVICE}"),
-        ..Default::default()
-    };
-    let saga_id = report(&mut orchestrator, &incident).await?;
+    let incident = super::demo_incident("inject-crash");
+    let saga_id = super::report_incident(&mut orchestrator, &incident).await?;
     super::note("saga", format!("incident reported; saga {saga_id} started"));
 
     // SIGKILL while the step runs.
@@ -216,7 +191,7 @@ async fn run_crash(
         Crash::Restart => "deploy",
         Crash::Replace => "gate",
     };
-    let deploying = poll_saga(&mut orchestrator, &saga_id, Duration::from_secs(180), |s| {
+    let deploying = super::poll_saga(&mut orchestrator, &saga_id, Duration::from_secs(180), |s| {
         s.steps.iter().any(|s| s.name == step)
             || crate::demo::is_terminal(s.state)
             || s.state == pb::SagaState::AwaitingApproval as i32
@@ -248,7 +223,7 @@ async fn run_crash(
         "inject",
         format!("orchestrator {second} started on the same address"),
     );
-    let finished = poll_saga(&mut orchestrator, &saga_id, Duration::from_secs(180), |s| {
+    let finished = super::poll_saga(&mut orchestrator, &saga_id, Duration::from_secs(180), |s| {
         crate::demo::is_terminal(s.state)
     })
     .await
@@ -256,16 +231,7 @@ async fn run_crash(
     stop.cancel();
     let _ = load.await;
 
-    let records = audit
-        .query(pb::QueryRequest {
-            saga_id: saga_id.clone(),
-            limit: 10_000,
-            ..Default::default()
-        })
-        .await
-        .map_err(|status| format!("audit Query: {status}"))?
-        .into_inner()
-        .records;
+    let records = super::saga_records(&mut audit, &saga_id).await?;
     let mut twice = Vec::new();
     for record in records
         .iter()
@@ -339,52 +305,4 @@ async fn run_crash(
         ));
     }
     Ok((ok, observed))
-}
-
-/// Reports `incident`, retrying while the orchestrator starts.
-async fn report(
-    orchestrator: &mut OrchestratorClient<TracedChannel>,
-    incident: &pb::Incident,
-) -> Result<String, String> {
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match orchestrator
-            .report_incident(pb::ReportIncidentRequest {
-                incident: Some(incident.clone()),
-            })
-            .await
-        {
-            Ok(response) => return Ok(response.into_inner().saga_id),
-            Err(status) if tokio::time::Instant::now() >= until => {
-                return Err(format!(
-                    "the orchestrator did not take the incident: {status}"
-                ));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-/// Polls the saga (through restarts of its orchestrator) until `done` holds.
-async fn poll_saga(
-    orchestrator: &mut OrchestratorClient<TracedChannel>,
-    saga_id: &str,
-    deadline: Duration,
-    done: impl Fn(&pb::Saga) -> bool,
-) -> Option<pb::Saga> {
-    let until = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < until {
-        if let Ok(response) = orchestrator
-            .get_saga(pb::GetSagaRequest {
-                id: saga_id.to_owned(),
-            })
-            .await
-            && let Some(saga) = response.into_inner().saga
-            && done(&saga)
-        {
-            return Some(saga);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
 }

@@ -67,10 +67,7 @@ async fn deployer_client(url: &str) -> Result<DeployerClient<TracedChannel>, Str
 /// A release that keeps memory on every payment, shipped as a canary over the good commit.
 async fn memory_leak(work: PathBuf) -> Result<(bool, String), String> {
     let mesh = super::fresh_mesh(&work, Vec::new()).await?;
-    let url = mesh
-        .endpoint("deployer")
-        .map(crate::mesh::Endpoint::grpc_url)
-        .unwrap_or_default();
+    let url = mesh.grpc_url("deployer");
     let result = leak_canary(&work, &url).await;
     let _ = mesh.stop().await;
     result
@@ -540,11 +537,7 @@ async fn crash_the_deployer(
     stop: &CancellationToken,
     processes: &mut Processes,
 ) -> Result<(bool, String), String> {
-    let mesh_url = |service: &str| {
-        mesh.endpoint(service)
-            .map(crate::mesh::Endpoint::grpc_url)
-            .unwrap_or_default()
-    };
+    let mesh_url = |service: &str| mesh.grpc_url(service);
     let demo = |prefix: &str| -> Vec<String> {
         crate::demo::demo_settings(work)
             .into_iter()
@@ -630,55 +623,19 @@ async fn crash_the_deployer(
     let probe = crate::load::LoadProbe::new();
     let load = {
         let (stop, probe) = (stop.clone(), probe.clone());
-        let plan = crate::load::LoadPlan {
-            target: format!("http://{}", before.public_address),
-            rate: 100,
-            duration: Duration::from_secs(600),
-            concurrency: 64,
-            customers: 1000,
-            timeout: Duration::from_secs(5),
-        };
+        let plan = crate::load::LoadPlan::steady(
+            format!("http://{}", before.public_address),
+            100,
+            Duration::from_secs(600),
+        );
         tokio::spawn(async move { crate::load::run_probed(&plan, stop, &probe, |_| {}).await })
     };
 
     // Let the failure show for a few seconds, as the detector would, then report it.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let now = std::time::SystemTime::now();
-    let incident = pb::Incident {
-        id: format!("inject-deployer-crash-{}", super::audit_faults::uuid_like()),
-        fingerprint: format!("{}:error_rate", crate::demo::SERVICE),
-        service: crate::demo::SERVICE.into(),
-        signal: pb::SignalKind::ErrorRate.into(),
-        severity: pb::Severity::Critical.into(),
-        status: pb::IncidentStatus::Open.into(),
-        observed_value: 0.15,
-        threshold: 0.05,
-        first_bad_at: Some((now - Duration::from_secs(3)).into()),
-        opened_at: Some(now.into()),
-        summary: format!("error rate above 5% on {}", crate::demo::SERVICE),
-        ..Default::default()
-    };
-    let until = Instant::now() + Duration::from_secs(30);
-    let saga_id = loop {
-        match orchestrator
-            .report_incident(pb::ReportIncidentRequest {
-                incident: Some(incident.clone()),
-            })
-            .await
-        {
-            Ok(response) => {
-                let saga_id = response.into_inner().saga_id;
-                super::note("saga", format!("incident reported; saga {saga_id} started"));
-                break saga_id;
-            }
-            Err(status) if Instant::now() > until => {
-                return Err(format!(
-                    "the orchestrator did not take the incident: {status}"
-                ));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+    let incident = super::demo_incident("inject-deployer-crash");
+    let saga_id = super::report_incident(&mut orchestrator, &incident).await?;
+    super::note("saga", format!("incident reported; saga {saga_id} started"));
 
     // SIGKILL once the fix's canary takes traffic.
     let Some(during) = wait_for_status(
